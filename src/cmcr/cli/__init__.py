@@ -1,0 +1,70 @@
+"""The ``cmcr`` command line: a thin layer over the library; ``main(argv)`` is what tests call.
+
+Each group of sub-commands lives in its own module with a ``register(subparsers)`` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from cmcr.errors import CmcrError
+from cmcr.version import __version__
+
+EPILOG = """\
+examples:
+  cmcr example --out runs/example            # connect two generated spaces end to end (offline)
+  cmcr connect connect.yaml --out runs/clip-clap --set train.epochs=10
+  cmcr store info emb/clip_text
+  cmcr import-official clap_clip.pt --kind clap-clip --out models/clap-clip
+
+Run 'cmcr COMMAND --help' for each command's options."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cmcr.cli import core
+
+    parser = argparse.ArgumentParser(
+        prog="cmcr",
+        description="Connect multi-modal contrastive representations (C-MCR): learn a joint space "
+                    "for two pretrained spaces that share a modality, without paired data.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"cmcr {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    core.register(subparsers)
+    for module_name in OPTIONAL_GROUPS:
+        _register_optional(module_name, subparsers)
+    return parser
+
+
+# Groups of sub-commands added by other parts of cmcr (encoders, world, eval); each module has
+# register(subparsers) and imports its heavy dependencies only when a command runs.
+OPTIONAL_GROUPS: list[str] = []
+
+
+def _register_optional(module_name: str, subparsers) -> None:
+    import importlib
+
+    importlib.import_module(module_name).register(subparsers)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.run(args) or 0)
+    except CmcrError as err:
+        print(f"cmcr: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cmcr: interrupted; long jobs resume where they stopped when re-run "
+              "(cmcr connect: add --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

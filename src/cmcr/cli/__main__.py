@@ -1,0 +1,5 @@
+import sys
+
+from cmcr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,170 @@
+"""Core sub-commands: connect, store, import-official, example."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def register(subparsers) -> None:
+    _register_connect(subparsers)
+    _register_store(subparsers)
+    _register_import_official(subparsers)
+    _register_example(subparsers)
+
+
+# -- connect -------------------------------------------------------------------------------------
+CONNECT_HELP = """\
+Learn C-MCR's two projectors from stored embeddings and save a connected model.
+
+CONFIG is YAML or JSON; store paths in it are relative to the file. Row i of both spaces'
+'queries' must be the same item (e.g. the same caption embedded by CLIP and by CLAP); the
+memories are unpaired embeddings of the other modalities.
+
+  shared_modality: text
+  spaces:
+    clip: {queries: emb/clip_text, memory: emb/clip_image, memory_modality: image}
+    clap: {queries: emb/clap_text, memory: emb/clap_audio, memory_modality: audio}
+  train:  {epochs: 36, batch_size: 4096, lr: 1.0e-3, seed: 0}
+  method: {noise_var: 0.004, memory_temperature: 0.01, temperature: 0.01, intra_weight: 0.1}
+  projector: {hidden: 1024, out_dim: 512, layers: 2}   # or {preset: clap-clip}
+
+Ablations switch parts off: --set method.use_noise=false, method.use_memory=false,
+method.use_intra=false, method.use_pseudo_inter=false.
+
+OUT receives config.json + model.safetensors (load with cmcr.ConnectedModel.from_pretrained),
+connect_config.yaml, run.json, training/metrics.jsonl and training/checkpoint.pt (every epoch).
+Pseudo embeddings are retrieved once and cached (OUT/cache unless --cache-dir).
+
+example:
+  cmcr connect connect.yaml --out runs/clip-clap --set train.epochs=10 --set train.seed=1
+  cmcr connect connect.yaml --out runs/clip-clap --resume     # after an interruption
+"""
+
+
+def _register_connect(subparsers) -> None:
+    parser = subparsers.add_parser("connect", help="learn a connection from stored embeddings",
+                                   description=CONNECT_HELP, formatter_class=FORMATTER)
+    parser.add_argument("config", help="YAML/JSON connect config")
+    parser.add_argument("--out", required=True, help="output model directory")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. train.epochs=10 (repeatable)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/training/checkpoint.pt (same config required)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1")
+    parser.add_argument("--cache-dir", default=None, help="where pseudo embeddings are cached")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=run_connect)
+
+
+def run_connect(args: argparse.Namespace) -> int:
+    from cmcr.config import load_connect_config
+    from cmcr.connect import connect
+
+    config = load_connect_config(args.config, args.overrides)
+    connect(config, args.out, resume=args.resume, device=args.device, cache_dir=args.cache_dir,
+            progress=not args.quiet)
+    print(f"saved connected model to {args.out} (load with cmcr.ConnectedModel.from_pretrained)")
+    return 0
+
+
+# -- store ---------------------------------------------------------------------------------------
+def _register_store(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "store", help="inspect embedding stores",
+        description="Inspect embedding stores (a store directory or a plain .npy matrix).\n\n"
+                    "example:\n  cmcr store info emb/clip_text\n  cmcr store info texts.npy --json",
+        formatter_class=FORMATTER)
+    actions = parser.add_subparsers(dest="store_command", metavar="ACTION")
+    info = actions.add_parser("info", help="print a store's space, modality, rows, dim, dtype",
+                              description="Print what a store records and a sample row norm.")
+    info.add_argument("path", help="store directory or .npy file")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.set_defaults(run=run_store_info)
+    parser.set_defaults(run=lambda args: parser.print_help() or 2)
+
+
+def run_store_info(args: argparse.Namespace) -> int:
+    from cmcr.store import open_store
+
+    summary = open_store(args.path).describe()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        width = max(len(key) for key in summary)
+        for key, value in summary.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+# -- import-official -----------------------------------------------------------------------------
+IMPORT_HELP = """\
+Convert the authors' released C-MCR projector checkpoint into a cmcr model directory.
+
+  clap-clip: clap_clip.pt (Head_A = CLAP side, Head_B = CLIP side) -> spaces 'clap', 'clip'
+  ulip-clip: ulip_clip.pt (Head_A = CLIP side, Head_B = ULIP side) -> spaces 'clip', 'ulip'
+
+The file is read with torch.load(weights_only=True): no code in it runs.
+
+example:
+  cmcr import-official clap_clip.pt --kind clap-clip --out models/cmcr-clap-clip
+"""
+
+
+def _register_import_official(subparsers) -> None:
+    parser = subparsers.add_parser("import-official", help="convert an official C-MCR checkpoint",
+                                   description=IMPORT_HELP, formatter_class=FORMATTER)
+    parser.add_argument("checkpoint", help="official .pt file")
+    parser.add_argument("--kind", required=True, choices=["clap-clip", "ulip-clip"])
+    parser.add_argument("--out", required=True, help="output model directory")
+    parser.set_defaults(run=run_import_official)
+
+
+def run_import_official(args: argparse.Namespace) -> int:
+    from cmcr.official import import_official
+
+    model = import_official(args.checkpoint, args.kind)
+    model.save_pretrained(args.out)
+    print(f"imported {args.kind} ({', '.join(model.space_names)}) into {args.out}")
+    return 0
+
+
+# -- example -------------------------------------------------------------------------------------
+EXAMPLE_HELP = """\
+Run C-MCR end to end on generated embeddings, offline, in about a minute on 2 CPU cores.
+
+Two generated "spaces" (a CLIP-like text/image one and a CLAP-like text/audio one, each its own
+nonlinear map of a shared meaning, with its own modality gap) are connected through texts
+alone, then judged on held-out audio-image pairs that the connection never saw, against a
+linear map fitted through the texts and against chance.
+
+example:
+  cmcr example --out runs/example --seed 1
+"""
+
+
+def _register_example(subparsers) -> None:
+    parser = subparsers.add_parser("example", help="end-to-end run on generated embeddings",
+                                   description=EXAMPLE_HELP, formatter_class=FORMATTER)
+    parser.add_argument("--out", default="runs/example", help="output directory")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a connect config key")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=run_example_command)
+
+
+def run_example_command(args: argparse.Namespace) -> int:
+    from cmcr.example import format_table, run_example
+
+    metrics = run_example(args.out, seed=args.seed, epochs=args.epochs, overrides=args.overrides,
+                          progress=not args.quiet)
+    print(format_table(metrics["audio_to_image"],
+                       f"audio -> image retrieval on {metrics['test_pairs']} held-out pairs "
+                       "never seen in training (percent)"))
+    print(f"\nwrote {Path(args.out) / 'metrics.json'} and the model in {Path(args.out) / 'model'}")
+    return 0

@@ -1,0 +1,301 @@
+"""Typed configuration for a C-MCR connection, with the paper's defaults.
+
+Defaults marked *unconfirmed* come from a re-implementation that copies the paper's equations
+(see NOTES.md); they are configuration, never constants. Configs never import torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from cmcr.errors import ConfigError
+
+
+@dataclass
+class MethodConfig:
+    """The C-MCR objective. Each ``use_*`` switch removes one part, for ablations."""
+
+    noise_var: float = 0.004  # sigma^2 of the Gaussian noise (unconfirmed)
+    memory_temperature: float = 0.01  # tau_mem of the memory-retrieval softmax (unconfirmed)
+    memory_top_k: int | None = None  # None: full softmax over the whole memory, as in the paper
+    temperature: float = 0.01  # tau of both InfoNCE terms (unconfirmed)
+    intra_weight: float = 0.1  # lambda in inter + lambda * intra (unconfirmed)
+    intra_squared: bool = True  # squared L2 distance in the intra term (unconfirmed in the paper)
+    use_noise: bool = True
+    use_memory: bool = True  # False: no pseudo pairs, hence no pseudo-pair and no intra term
+    use_pseudo_inter: bool = True  # InfoNCE between the pseudo pair (f_a(v), f_b(a))
+    use_intra: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """AdamW with cosine decay, as in the paper (all values unconfirmed)."""
+
+    epochs: int = 36
+    batch_size: int = 4096
+    lr: float = 1.0e-3
+    weight_decay: float = 0.01  # torch's AdamW default
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    seed: int = 0
+    drop_last: bool = True  # drop a last partial batch (BatchNorm dislikes tiny batches)
+
+
+PROJECTOR_PRESETS: dict[str, dict[str, Any]] = {
+    # Official CLAP-CLIP heads: Linear(512,1024) BN ReLU Linear(1024,512) BN (confirmed from weights).
+    "clap-clip": {"hidden": 1024, "out_dim": 512, "layers": 2, "batch_norm": True,
+                  "final_norm": True, "final_activation": False},
+    # Official ULIP-CLIP heads: Linear(512,512) BN ReLU (confirmed from weights).
+    "ulip-clip": {"hidden": 512, "out_dim": 512, "layers": 1, "batch_norm": True,
+                  "final_norm": True, "final_activation": True},
+}
+
+
+@dataclass
+class ProjectorConfig:
+    """An MLP of ``layers`` Linear blocks: Linear [BatchNorm] ReLU ... Linear [BatchNorm] [ReLU]."""
+
+    preset: str | None = None  # a name from PROJECTOR_PRESETS; explicit keys override it
+    hidden: int = 1024
+    out_dim: int = 512
+    layers: int = 2
+    batch_norm: bool = True
+    final_norm: bool = True  # BatchNorm after the last Linear
+    final_activation: bool = False  # ReLU after the last block
+    dropout: float = 0.0
+
+
+@dataclass
+class SpaceDataConfig:
+    """Where one space's embeddings live. Row i of every space's ``queries`` is the same item."""
+
+    queries: str
+    memory: str | None = None
+    memory_modality: str = "image"
+
+
+@dataclass
+class ConnectConfig:
+    """Everything ``cmcr connect`` needs: two spaces' stores and the method's settings."""
+
+    spaces: dict[str, SpaceDataConfig]
+    shared_modality: str = "text"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+
+    def __post_init__(self) -> None:
+        if len(self.spaces) != 2:
+            raise ConfigError(
+                f"'spaces' must name exactly two spaces, got {len(self.spaces)}: {sorted(self.spaces)}"
+            )
+
+    @property
+    def space_names(self) -> list[str]:
+        return list(self.spaces)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ConnectConfig":
+        return from_dict(cls, data)
+
+
+def _check_value(value: Any, hint: Any, where: str) -> Any:
+    """Convert ``value`` to ``hint`` (dataclass, dict, Optional, scalar) or raise ConfigError."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_value(value, inner[0], where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{where}' must be a list, got {type(value).__name__}")
+        (item_hint,) = typing.get_args(hint)
+        return [_check_value(v, item_hint, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"'{where}' must be a mapping, got {type(value).__name__}")
+        _, value_hint = typing.get_args(hint)
+        return {str(k): _check_value(v, value_hint, f"{where}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{where}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"'{where}' must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"'{where}' must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"'{where}' must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys raise an error listing the valid ones."""
+    if isinstance(data, cls):
+        return data
+    label = where or cls.__name__
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"'{label}' must be a mapping, got {type(data).__name__}: {data!r}")
+    data = dict(data)
+    if cls is ProjectorConfig and data.get("preset") is not None:
+        data = _apply_preset(data, label)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown key '{prefix}{unknown[0]}'; valid keys{' of ' + where if where else ''}: "
+            + ", ".join(sorted(fields))
+        )
+    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"missing required key '{prefix}{missing[0]}'")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _check_value(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def _apply_preset(data: dict[str, Any], where: str) -> dict[str, Any]:
+    name = data["preset"]
+    if name not in PROJECTOR_PRESETS:
+        raise ConfigError(
+            f"unknown projector preset '{name}' in '{where}.preset'; valid presets: "
+            + ", ".join(sorted(PROJECTOR_PRESETS))
+        )
+    return {**PROJECTOR_PRESETS[name], **data}
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value`` (value in YAML syntax) into (["a", "b", "c"], value)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value, e.g. train.epochs=10")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{text}': cannot parse value: {err}") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides to a raw config mapping (validation happens afterwards)."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{key}' is not a mapping")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON mapping, with errors naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_connect_config(path: str | Path, overrides: list[str] | None = None) -> ConnectConfig:
+    """Load a ``cmcr connect`` YAML/JSON config; relative store paths are relative to the file."""
+    path = Path(path)
+    data = apply_overrides(read_config_file(path), overrides or [])
+    try:
+        config = ConnectConfig.from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    for space in config.spaces.values():
+        space.queries = str(_resolve(space.queries, path.parent))
+        if space.memory is not None:
+            space.memory = str(_resolve(space.memory, path.parent))
+    return config
+
+
+def _resolve(path: str, base: Path) -> Path:
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else (base / candidate).resolve()
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write a dataclass config as JSON or YAML (by the file's suffix)."""
+    path = Path(path)
+    data = dataclasses.asdict(config)
+    if path.suffix in (".yaml", ".yml"):
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    else:
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+@dataclass
+class SpaceSpec:
+    """One frozen space as seen by a connected model."""
+
+    modalities: list[str]
+    dim: int
+
+
+@dataclass
+class ModelConfig:
+    """What ``ConnectedModel.save_pretrained`` writes to ``config.json``."""
+
+    spaces: dict[str, SpaceSpec]  # space name -> its modalities and input dim
+    projectors: dict[str, ProjectorConfig]  # space name -> the projector that maps it
+    shared_modality: str = "text"
+    shared_modality_space: str | None = None  # which side embeds the shared modality at inference
+    source: str = "cmcr"  # "cmcr" (trained here) or "official:<kind>" (imported)
+    train: TrainConfig | None = None
+    method: MethodConfig | None = None
+    cmcr_version: str = ""
+
+    def __post_init__(self) -> None:
+        if set(self.spaces) != set(self.projectors):
+            raise ConfigError(f"model config: spaces {sorted(self.spaces)} and projectors "
+                              f"{sorted(self.projectors)} must name the same spaces")
+        out_dims = {p.out_dim for p in self.projectors.values()}
+        if len(out_dims) != 1:
+            raise ConfigError(f"model config: projectors disagree on out_dim: {sorted(out_dims)}")
+
+    @property
+    def out_dim(self) -> int:
+        return next(iter(self.projectors.values())).out_dim

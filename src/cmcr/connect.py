@@ -1,0 +1,104 @@
+"""``cmcr connect``: validate the stores, retrieve pseudo pairs once, train, save the model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from cmcr.config import ConnectConfig, ModelConfig, SpaceSpec, save_config
+from cmcr.errors import StoreError
+from cmcr.model import ConnectedModel
+from cmcr.retrieval import cached_pseudo_embeddings
+from cmcr.runtime import resolve_device, run_record, write_json
+from cmcr.store import EmbeddingStore, open_store
+from cmcr.train import TrainingData, train_projectors
+
+log = logging.getLogger(__name__)
+
+
+def check_rows(store: EmbeddingStore, role: str) -> None:
+    """Reject empty stores and NaN/inf rows, naming the file and the row."""
+    if len(store) == 0:
+        raise StoreError(f"{store.path}: {role} store is empty")
+    bad = store.first_nonfinite_row()
+    if bad is not None:
+        raise StoreError(f"{store.path}: {role} row {bad} (id {store.ids[bad]!r}) holds NaN or inf")
+
+
+def _check_modality(store: EmbeddingStore, expected: str, role: str) -> None:
+    if store.modality is not None and store.modality != expected:
+        raise StoreError(f"{store.path}: {role} store holds modality '{store.modality}', "
+                         f"the config expects '{expected}'")
+
+
+def open_training_stores(config: ConnectConfig
+                         ) -> tuple[dict[str, EmbeddingStore], dict[str, EmbeddingStore | None]]:
+    """Open and check every store the config names; errors name the file and the problem."""
+    queries, memories = {}, {}
+    for name, space in config.spaces.items():
+        query_store = open_store(space.queries)
+        _check_modality(query_store, config.shared_modality, f"'{name}' queries")
+        check_rows(query_store, f"'{name}' queries")
+        queries[name] = query_store
+        memories[name] = None
+        if config.method.use_memory:
+            if space.memory is None:
+                raise StoreError(f"space '{name}' has no 'memory' store, but method.use_memory is "
+                                 f"true: give spaces.{name}.memory or set method.use_memory=false")
+            memory_store = open_store(space.memory)
+            _check_modality(memory_store, space.memory_modality, f"'{name}' memory")
+            if memory_store.dim != query_store.dim:
+                raise StoreError(f"{memory_store.path}: memory dim {memory_store.dim} differs from "
+                                 f"the queries' dim {query_store.dim} ({query_store.path}): both "
+                                 f"must come from space '{name}'")
+            check_rows(memory_store, f"'{name}' memory")
+            memories[name] = memory_store
+    (name_a, store_a), (name_b, store_b) = queries.items()
+    if len(store_a) != len(store_b):
+        raise StoreError(f"query stores differ in length: {store_a.path} has {len(store_a)} rows "
+                         f"('{name_a}'), {store_b.path} has {len(store_b)} ('{name_b}'); row i of "
+                         "both must be the same item")
+    return queries, memories
+
+
+def build_model(config: ConnectConfig, queries: dict[str, EmbeddingStore]) -> ConnectedModel:
+    """A fresh connected model whose projectors fit the stores' dims."""
+    spaces = {name: SpaceSpec(modalities=[config.shared_modality, space.memory_modality],
+                              dim=queries[name].dim)
+              for name, space in config.spaces.items()}
+    model_config = ModelConfig(spaces=spaces,
+                               projectors={name: config.projector for name in config.spaces},
+                               shared_modality=config.shared_modality,
+                               shared_modality_space=config.space_names[0], train=config.train,
+                               method=config.method)
+    return ConnectedModel(model_config)
+
+
+def connect(config: ConnectConfig, out_dir: str | Path, *, resume: bool = False,
+            device: str | torch.device | None = "auto", cache_dir: str | Path | None = None,
+            progress: bool = True) -> ConnectedModel:
+    """Run C-MCR end to end and save the connected model (plus run record) in ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(device)
+    cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
+    queries, memories = open_training_stores(config)
+    save_config(config, out_dir / "connect_config.yaml")
+    pseudo = None
+    if config.method.use_memory:
+        pseudo = tuple(
+            cached_pseudo_embeddings(queries[name], memories[name], config.method.memory_temperature,
+                                     config.method.memory_top_k, cache_dir, space=name,
+                                     modality=config.spaces[name].memory_modality, device=device,
+                                     progress=progress)
+            for name in config.space_names)
+    data = TrainingData(space_names=tuple(config.space_names),
+                        queries=tuple(queries[n] for n in config.space_names), pseudo=pseudo)
+    model = build_model(config, queries)
+    train_projectors(model, data, config.train, config.method, out_dir / "training",
+                     resume=resume, device=device, progress=progress)
+    model.to("cpu").save_pretrained(out_dir)
+    write_json(out_dir / "run.json", run_record(config.to_dict(), device=str(device)))
+    return model

@@ -1,0 +1,19 @@
+"""User-facing errors: each names the file, key or row at fault and how to fix it."""
+
+from __future__ import annotations
+
+
+class CmcrError(Exception):
+    """An error caused by the user's input; the CLI prints it without a traceback."""
+
+
+class ConfigError(CmcrError):
+    """A configuration key or value is invalid."""
+
+
+class StoreError(CmcrError):
+    """An embedding store (or .npy matrix) is missing, unreadable or malformed."""
+
+
+class CheckpointError(CmcrError):
+    """A checkpoint file is unreadable or of the wrong kind."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (pure functions), task protocols and dataset readers."""

@@ -1,0 +1,188 @@
+"""Projectors and the connected model: save_pretrained / from_pretrained / project."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from cmcr.config import ModelConfig, ProjectorConfig, from_dict
+from cmcr.errors import CheckpointError, ConfigError
+from cmcr.version import __version__
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class Projector(nn.Module):
+    """MLP from one frozen space into the joint space: (n, in_dim) -> (n, out_dim) unit rows."""
+
+    def __init__(self, in_dim: int, config: ProjectorConfig):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        width = in_dim
+        for index in range(config.layers):
+            last = index == config.layers - 1
+            out = config.out_dim if last else config.hidden
+            blocks.append(nn.Linear(width, out))
+            if config.batch_norm and (not last or config.final_norm):
+                blocks.append(nn.BatchNorm1d(out))
+            if not last or config.final_activation:
+                blocks.append(nn.ReLU())
+                if config.dropout > 0 and not last:
+                    blocks.append(nn.Dropout(config.dropout))
+            width = out
+        self.net = nn.Sequential(*blocks)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform weights and zero biases, as in the authors' training."""
+        for module in self.net:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(embeddings), dim=-1)
+
+
+class ConnectedModel(nn.Module):
+    """Two frozen spaces' projectors into one joint space (C-MCR)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.projectors = nn.ModuleDict({
+            name: Projector(config.spaces[name].dim, projector)
+            for name, projector in config.projectors.items()
+        })
+        self.eval()
+
+    @property
+    def space_names(self) -> list[str]:
+        return list(self.config.spaces)
+
+    @property
+    def out_dim(self) -> int:
+        return self.config.out_dim
+
+    def space_for(self, modality: str) -> str:
+        """The space that embeds ``modality`` (the shared one goes through ``shared_modality_space``)."""
+        if modality == self.config.shared_modality:
+            return self.config.shared_modality_space or self.space_names[0]
+        for name, spec in self.config.spaces.items():
+            if modality in spec.modalities:
+                return name
+        known = sorted({m for s in self.config.spaces.values() for m in s.modalities})
+        raise ConfigError(f"no space of this model embeds modality '{modality}'; known: {known}")
+
+    def project(self, space_name: str, embeddings: Any) -> torch.Tensor:
+        """Map a space's embeddings (n, d) or (d,) into the joint space: (n, out_dim) unit rows.
+
+        Inputs are L2-normalised first (as in training); the projector always runs in eval
+        mode, so a row alone gives the same result as inside a batch.
+        """
+        if space_name not in self.projectors:
+            raise ConfigError(f"unknown space '{space_name}'; this model connects: "
+                              + ", ".join(self.space_names))
+        projector = self.projectors[space_name]
+        parameter = next(projector.parameters())
+        rows = torch.as_tensor(np.asarray(embeddings) if not isinstance(embeddings, torch.Tensor)
+                               else embeddings)
+        if rows.ndim == 1:
+            rows = rows[None]
+        expected = self.config.spaces[space_name].dim
+        if rows.ndim != 2 or rows.shape[1] != expected:
+            raise ConfigError(f"space '{space_name}' takes (n, {expected}) embeddings, "
+                              f"got shape {tuple(rows.shape)}")
+        rows = F.normalize(rows.to(device=parameter.device, dtype=parameter.dtype), dim=-1)
+        was_training = projector.training
+        projector.eval()
+        try:
+            with torch.inference_mode():
+                return projector(rows)
+        finally:
+            projector.train(was_training)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.cmcr_version = __version__
+        config = dataclasses.asdict(self.config)
+        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        tensors = {key: value.detach().cpu().contiguous() for key, value in self.state_dict().items()}
+        save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "cmcr": __version__})
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "cpu"
+                        ) -> "ConnectedModel":
+        """Load a model saved by :meth:`save_pretrained` (a local directory or a hub repo id)."""
+        directory = _locate(name_or_path)
+        config = load_model_config(directory / CONFIG_NAME)
+        model = cls(config)
+        weights_path = directory / WEIGHTS_NAME
+        try:
+            state = load_file(str(weights_path))
+        except (OSError, SafetensorError) as err:
+            raise CheckpointError(f"{weights_path}: cannot read weights: {err}") from None
+        model.load_weights(state, weights_path)
+        return model.to(device).eval()
+
+    def load_weights(self, state: dict[str, torch.Tensor], source: Path | str) -> None:
+        """Load a state dict, naming the file and the keys that do not fit."""
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(f"{source}: weights do not fit the config: missing "
+                                  f"{missing[:4]}, unexpected {unexpected[:4]}")
+        for key, value in state.items():
+            if value.shape != expected[key].shape:
+                raise CheckpointError(f"{source}: '{key}' has shape {tuple(value.shape)}, "
+                                      f"the config expects {tuple(expected[key].shape)}")
+        self.load_state_dict(state)
+
+
+def load_model_config(path: Path) -> ModelConfig:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found: is this a cmcr model directory?") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable model config: {err}") from None
+    try:
+        return from_dict(ModelConfig, data)
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+
+
+def _locate(name_or_path: str | Path) -> Path:
+    """A local directory, or a hub repo id fetched with huggingface_hub (when it is installed)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    text = str(name_or_path)
+    if path.exists() or text.count("/") != 1 or text.startswith((".", "/", "~")):
+        raise CheckpointError(f"{path}: not a cmcr model directory (expected {CONFIG_NAME} and "
+                              f"{WEIGHTS_NAME} inside)")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointError(f"'{text}' is not a local directory; to fetch it from the hub, "
+                              "pip install huggingface_hub") from None
+    try:
+        return Path(snapshot_download(text, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
+    except Exception as err:  # network and hub errors come in many types
+        raise CheckpointError(f"'{text}' is neither a local directory nor a reachable hub "
+                              f"repository: {err}") from None

@@ -1,0 +1,58 @@
+"""Device, seeds and the run record: the small runtime facts every job needs."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cmcr.version import __version__
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto``/None picks CUDA when present, else CPU; anything else is passed to torch."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed numpy and torch globally, and return a CPU generator for this run's own draws."""
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def git_sha() -> str | None:
+    """The commit of the cmcr checkout, when cmcr runs from one."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def run_record(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """What produced a result: resolved config, versions, git sha, command line, time."""
+    return {
+        "cmcr_version": __version__,
+        "git_sha": git_sha(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "argv": sys.argv,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": config,
+        **extra,
+    }
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")

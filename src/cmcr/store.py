@@ -1,0 +1,381 @@
+"""Embedding stores: one collection of embeddings (one space, one modality) on disk.
+
+A store is a directory::
+
+    store.json          manifest: space, modality, dim, dtype, normalized, rows, shards, complete
+    shard-00000.npy     (rows, dim) float16/float32 matrix, read memory-mapped
+    ids-00000.jsonl     one JSON string per row: the row's stable id
+    meta-00000.jsonl    optional: one JSON object per row
+
+Shards hold exactly ``shard_rows`` rows (the last may hold fewer), so a writer that resumes after an
+interruption produces byte-identical files to an uninterrupted run. Everywhere a store is accepted,
+a plain ``.npy`` matrix is accepted too (ids are then the row numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from cmcr.errors import StoreError
+
+MANIFEST = "store.json"
+FORMAT_NAME = "cmcr-store"
+FORMAT_VERSION = 1
+SUPPORTED_DTYPES = ("float16", "float32")
+
+
+@dataclass
+class StoreInfo:
+    """What a store's manifest records."""
+
+    space: str | None
+    modality: str | None
+    dim: int
+    dtype: str
+    normalized: bool | None  # None: unknown (a plain .npy)
+    num_rows: int
+    shard_rows: int
+    shards: list[dict[str, Any]]
+    complete: bool = True
+    has_metadata: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT_NAME, "version": FORMAT_VERSION, **self.__dict__}
+
+
+def _shard_name(kind: str, index: int, suffix: str) -> str:
+    return f"{kind}-{index:05d}.{suffix}"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _atomic_save_npy(path: Path, matrix: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, matrix)
+    os.replace(tmp, path)
+
+
+class EmbeddingStore:
+    """Read-only, memory-mapped view of a store (or a plain ``.npy`` matrix)."""
+
+    def __init__(self, path: Path, info: StoreInfo, shards: list[np.ndarray]):
+        self.path = path
+        self.info = info
+        self._shards = shards
+        self._starts = np.cumsum([0] + [len(s) for s in shards])
+        self._ids: list[str] | None = None
+
+    # -- shape -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    @property
+    def dim(self) -> int:
+        return self.info.dim
+
+    @property
+    def space(self) -> str | None:
+        return self.info.space
+
+    @property
+    def modality(self) -> str | None:
+        return self.info.modality
+
+    def __repr__(self) -> str:
+        return (f"EmbeddingStore({str(self.path)!r}, rows={len(self)}, dim={self.dim}, "
+                f"space={self.space!r}, modality={self.modality!r})")
+
+    # -- rows --------------------------------------------------------------------------------
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) as a float32 array (copied out of the memory map)."""
+        start, stop = max(0, start), min(len(self), stop)
+        parts = []
+        for index, shard in enumerate(self._shards):
+            lo, hi = int(self._starts[index]), int(self._starts[index + 1])
+            if hi <= start or lo >= stop:
+                continue
+            parts.append(shard[max(start, lo) - lo: min(stop, hi) - lo])
+        if not parts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+    def take(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Rows at ``indices`` (any order) as a float32 array."""
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices), self.dim), dtype=np.float32)
+        shard_of = np.searchsorted(self._starts, indices, side="right") - 1
+        for index in np.unique(shard_of):
+            mask = shard_of == index
+            local = indices[mask] - self._starts[index]
+            order = np.argsort(local, kind="stable")  # sorted reads are kinder to the disk
+            gathered = self._shards[index][local[order]]
+            out_rows = np.flatnonzero(mask)[order]
+            out[out_rows] = gathered
+        return out
+
+    def iter_chunks(self, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (start, float32 rows) in order, ``chunk_rows`` rows at a time."""
+        for start in range(0, len(self), chunk_rows):
+            yield start, self.rows(start, start + chunk_rows)
+
+    def to_numpy(self) -> np.ndarray:
+        """All rows in RAM as float32 (only for stores that fit)."""
+        return self.rows(0, len(self))
+
+    # -- ids and metadata ----------------------------------------------------------------------
+    @property
+    def ids(self) -> list[str]:
+        if self._ids is None:
+            self._ids = self._read_ids()
+        return self._ids
+
+    def _read_ids(self) -> list[str]:
+        if self.path.suffix == ".npy":
+            return [str(i) for i in range(len(self))]
+        ids: list[str] = []
+        for shard in self.info.shards:
+            ids.extend(_read_jsonl(self.path / shard["ids"]))
+        return ids
+
+    def metadata(self) -> list[dict[str, Any]] | None:
+        if not self.info.has_metadata:
+            return None
+        rows: list[dict[str, Any]] = []
+        for shard in self.info.shards:
+            rows.extend(_read_jsonl(self.path / shard["meta"]))
+        return rows
+
+    # -- checks --------------------------------------------------------------------------------
+    def first_nonfinite_row(self, chunk_rows: int = 65536) -> int | None:
+        """Index of the first row holding NaN or inf, or None."""
+        for start, block in self.iter_chunks(chunk_rows):
+            bad = ~np.isfinite(block).all(axis=1)
+            if bad.any():
+                return start + int(np.flatnonzero(bad)[0])
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """A summary for ``cmcr store info``."""
+        sample = self.rows(0, min(len(self), 1024))
+        norms = np.linalg.norm(sample, axis=1) if len(sample) else np.zeros(0)
+        return {
+            "path": str(self.path),
+            "space": self.space,
+            "modality": self.modality,
+            "rows": len(self),
+            "dim": self.dim,
+            "dtype": self.info.dtype,
+            "normalized": self.info.normalized,
+            "shards": len(self._shards),
+            "complete": self.info.complete,
+            "metadata": self.info.has_metadata,
+            "sample_norm_mean": float(norms.mean()) if len(norms) else None,
+            "first_ids": self.ids[:3],
+        }
+
+
+def _read_jsonl(path: Path) -> list[Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+    except (OSError, json.JSONDecodeError) as err:
+        raise StoreError(f"{path}: cannot read store file: {err}") from None
+
+
+def _load_matrix(path: Path) -> np.ndarray:
+    try:
+        matrix = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: file not found") from None
+    except (OSError, ValueError) as err:
+        raise StoreError(f"{path}: not a readable .npy matrix ({err})") from None
+    if matrix.ndim != 2:
+        raise StoreError(f"{path}: expected a 2-D (rows, dim) matrix, got shape {matrix.shape}")
+    if matrix.dtype.kind != "f":
+        raise StoreError(f"{path}: expected a float matrix, got dtype {matrix.dtype}")
+    return matrix
+
+
+def open_store(path: str | Path) -> EmbeddingStore:
+    """Open a store directory or a plain ``.npy`` matrix, memory-mapped."""
+    path = Path(path).expanduser()
+    if path.is_file() and path.suffix == ".npy":
+        matrix = _load_matrix(path)
+        info = StoreInfo(space=None, modality=None, dim=int(matrix.shape[1]), dtype=str(matrix.dtype),
+                         normalized=None, num_rows=len(matrix), shard_rows=len(matrix),
+                         shards=[{"file": path.name, "rows": len(matrix)}])
+        return EmbeddingStore(path, info, [matrix])
+    manifest = path / MANIFEST
+    if not path.exists():
+        raise StoreError(f"{path}: no such store (expected a store directory or a .npy file)")
+    if not manifest.is_file():
+        raise StoreError(f"{path}: not an embedding store: no {MANIFEST} inside, and not a .npy file")
+    info = read_manifest(manifest)
+    shards = []
+    for shard in info.shards:
+        matrix = _load_matrix(path / shard["file"])
+        if matrix.shape != (shard["rows"], info.dim):
+            raise StoreError(f"{path / shard['file']}: shape {matrix.shape} does not match "
+                             f"{MANIFEST} ({shard['rows']}, {info.dim})")
+        shards.append(matrix)
+    return EmbeddingStore(path, info, shards)
+
+
+def read_manifest(manifest: Path) -> StoreInfo:
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise StoreError(f"{manifest}: unreadable manifest: {err}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        raise StoreError(f"{manifest}: not a cmcr store manifest (format != {FORMAT_NAME!r})")
+    data.pop("format")
+    version = data.pop("version", None)
+    if version != FORMAT_VERSION:
+        raise StoreError(f"{manifest}: store format version {version} is not supported "
+                         f"(this cmcr reads version {FORMAT_VERSION})")
+    try:
+        return StoreInfo(**data)
+    except TypeError as err:
+        raise StoreError(f"{manifest}: malformed manifest: {err}") from None
+
+
+class StoreWriter:
+    """Append rows to a store, shard by shard; re-opening an incomplete store resumes it.
+
+    Only whole shards reach the disk before :meth:`close`, so after an interruption
+    ``writer.num_rows`` tells the caller where to restart, and the result is identical to an
+    uninterrupted run.
+    """
+
+    def __init__(self, path: str | Path, *, dim: int, space: str | None = None,
+                 modality: str | None = None, dtype: str = "float32",
+                 normalized: bool | None = None, shard_rows: int = 65536,
+                 overwrite: bool = False):
+        if dtype not in SUPPORTED_DTYPES:
+            raise StoreError(f"{path}: dtype must be one of {SUPPORTED_DTYPES}, got {dtype!r}")
+        if shard_rows < 1:
+            raise StoreError(f"{path}: shard_rows must be positive, got {shard_rows}")
+        self.path = Path(path)
+        self.info = StoreInfo(space=space, modality=modality, dim=int(dim), dtype=dtype,
+                              normalized=normalized, num_rows=0, shard_rows=shard_rows, shards=[],
+                              complete=False, has_metadata=False)
+        self._pending: list[np.ndarray] = []
+        self._pending_ids: list[str] = []
+        self._pending_meta: list[dict[str, Any]] = []
+        self._open(overwrite)
+
+    def _open(self, overwrite: bool) -> None:
+        manifest = self.path / MANIFEST
+        if manifest.exists() and not overwrite:
+            existing = read_manifest(manifest)
+            if existing.complete:
+                raise StoreError(f"{self.path}: store is already complete; pass overwrite=True "
+                                 "(--overwrite) to replace it")
+            for key in ("dim", "dtype", "space", "modality", "shard_rows"):
+                if getattr(existing, key) != getattr(self.info, key):
+                    raise StoreError(
+                        f"{self.path}: cannot resume: existing store has {key}="
+                        f"{getattr(existing, key)!r}, this run asks for {getattr(self.info, key)!r}")
+            self.info = existing
+            return
+        if self.path.exists() and overwrite:
+            for child in self.path.iterdir():
+                if child.name == MANIFEST or child.name.startswith(("shard-", "ids-", "meta-")):
+                    child.unlink()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._write_manifest()
+
+    @property
+    def num_rows(self) -> int:
+        """Rows safely on disk (where a resumed run should restart)."""
+        return self.info.num_rows
+
+    @property
+    def num_pending(self) -> int:
+        return sum(len(m) for m in self._pending)
+
+    def append(self, matrix: np.ndarray, ids: Sequence[str],
+               metadata: Sequence[dict[str, Any]] | None = None) -> None:
+        """Buffer rows; every full shard is written to disk at once."""
+        matrix = np.asarray(matrix)
+        if matrix.ndim != 2 or matrix.shape[1] != self.info.dim:
+            raise StoreError(f"{self.path}: rows must have shape (n, {self.info.dim}), "
+                             f"got {matrix.shape}")
+        if len(ids) != len(matrix):
+            raise StoreError(f"{self.path}: {len(matrix)} rows but {len(ids)} ids")
+        if metadata is not None:
+            if len(metadata) != len(matrix):
+                raise StoreError(f"{self.path}: {len(matrix)} rows but {len(metadata)} metadata rows")
+            if self.info.num_rows == 0 and not self._pending:
+                self.info.has_metadata = True
+            self._pending_meta.extend(metadata)
+        if self.info.has_metadata and metadata is None:
+            raise StoreError(f"{self.path}: this store records metadata: pass it for every row")
+        self._pending.append(matrix.astype(self.info.dtype, copy=False))
+        self._pending_ids.extend(str(i) for i in ids)
+        while self.num_pending >= self.info.shard_rows:
+            self._flush(self.info.shard_rows)
+
+    def _flush(self, count: int) -> None:
+        block = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        shard, rest = block[:count], block[count:]
+        self._pending = [rest] if len(rest) else []
+        ids, self._pending_ids = self._pending_ids[:count], self._pending_ids[count:]
+        index = len(self.info.shards)
+        entry = {"file": _shard_name("shard", index, "npy"), "rows": int(count),
+                 "ids": _shard_name("ids", index, "jsonl")}
+        _atomic_save_npy(self.path / entry["file"], np.ascontiguousarray(shard))
+        _atomic_write_text(self.path / entry["ids"], "".join(json.dumps(i) + "\n" for i in ids))
+        if self.info.has_metadata:
+            meta, self._pending_meta = self._pending_meta[:count], self._pending_meta[count:]
+            entry["meta"] = _shard_name("meta", index, "jsonl")
+            _atomic_write_text(self.path / entry["meta"],
+                               "".join(json.dumps(m, sort_keys=True) + "\n" for m in meta))
+        self.info.shards.append(entry)
+        self.info.num_rows += int(count)
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        _atomic_write_text(self.path / MANIFEST, json.dumps(self.info.to_json(), indent=2) + "\n")
+
+    def close(self) -> EmbeddingStore:
+        """Write the last partial shard, mark the store complete and open it for reading."""
+        if self.num_pending:
+            self._flush(self.num_pending)
+        self.info.complete = True
+        self._write_manifest()
+        return open_store(self.path)
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, exc_type, *_: Any) -> None:
+        if exc_type is None:
+            self.close()
+
+
+def write_store(path: str | Path, matrix: np.ndarray, ids: Sequence[str] | None = None, *,
+                space: str | None = None, modality: str | None = None, dtype: str = "float32",
+                normalized: bool | None = None, metadata: Sequence[dict[str, Any]] | None = None,
+                shard_rows: int = 65536, overwrite: bool = True) -> EmbeddingStore:
+    """Write a whole in-RAM matrix as a store (``normalized`` is measured when not given)."""
+    matrix = np.asarray(matrix)
+    if normalized is None and len(matrix):
+        norms = np.linalg.norm(matrix.astype(np.float32), axis=1)
+        normalized = bool(np.allclose(norms, 1.0, atol=1e-2 if dtype == "float16" else 1e-4))
+    ids = [str(i) for i in range(len(matrix))] if ids is None else ids
+    writer = StoreWriter(path, dim=matrix.shape[1], space=space, modality=modality, dtype=dtype,
+                         normalized=normalized, shard_rows=shard_rows, overwrite=overwrite)
+    writer.append(matrix, ids, metadata)
+    return writer.close()

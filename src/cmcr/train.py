@@ -1,0 +1,191 @@
+"""The training loop: AdamW + cosine, deterministic per seed, checkpointed every epoch, resumable.
+
+Read top to bottom: batches of shared-modality rows and their pseudo partners are drawn from the
+stores, noised, projected by each space's projector and scored by ``cmcr.method.cmcr_loss``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cmcr.config import MethodConfig, TrainConfig
+from cmcr.errors import CheckpointError
+from cmcr.method import add_noise, cmcr_loss
+from cmcr.model import ConnectedModel
+from cmcr.store import EmbeddingStore
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+IN_RAM_LIMIT_BYTES = 2 * 2**30  # training data smaller than this is loaded into RAM once
+
+
+@dataclass
+class TrainingData:
+    """Row i of every store is the same shared-modality item; pseudo stores may be None."""
+
+    space_names: tuple[str, str]
+    queries: tuple[EmbeddingStore, EmbeddingStore]
+    pseudo: tuple[EmbeddingStore, EmbeddingStore] | None
+
+    def __len__(self) -> int:
+        return len(self.queries[0])
+
+    def _stores(self) -> list[EmbeddingStore]:
+        return list(self.queries) + (list(self.pseudo) if self.pseudo else [])
+
+    def batch_loader(self, device: torch.device):
+        """A function indices -> list of (batch, dim) tensors (queries a, b, then pseudo a, b)."""
+        stores = self._stores()
+        total_bytes = sum(len(s) * s.dim * 4 for s in stores)
+        if total_bytes <= IN_RAM_LIMIT_BYTES:
+            resident = [torch.from_numpy(s.to_numpy()).to(device) for s in stores]
+            return lambda index: [t[torch.from_numpy(index).to(device)] for t in resident]
+        return lambda index: [torch.from_numpy(s.take(index)).to(device) for s in stores]
+
+
+def cosine_lr_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """Linear warm-up, then cosine decay from 1 to ``min_ratio`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def steps_per_epoch(num_rows: int, batch_size: int, drop_last: bool) -> int:
+    if num_rows < 2:
+        raise ValueError(f"training needs at least 2 rows, got {num_rows}")
+    if drop_last and num_rows >= batch_size:
+        return num_rows // batch_size
+    return math.ceil(num_rows / batch_size)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """Each epoch draws its shuffle and noise from its own seed, so a resumed run repeats them."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def _settings(train: TrainConfig, method: MethodConfig, model: ConnectedModel) -> dict[str, Any]:
+    return {"train": dataclasses.asdict(train), "method": dataclasses.asdict(method),
+            "projectors": {k: dataclasses.asdict(v) for k, v in model.config.projectors.items()}}
+
+
+def train_projectors(model: ConnectedModel, data: TrainingData, train: TrainConfig,
+                     method: MethodConfig, out_dir: str | Path, *, resume: bool = False,
+                     device: torch.device = torch.device("cpu"), progress: bool = True
+                     ) -> ConnectedModel:
+    """Train ``model``'s two projectors on ``data``; checkpoint and log under ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(train.seed)
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    per_epoch = steps_per_epoch(len(data), train.batch_size, train.drop_last)
+    total_steps = per_epoch * train.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_lr_factor(
+        step, total_steps, train.warmup_steps, train.min_lr_ratio))
+    settings = {**_settings(train, method, model), "rows": len(data)}
+    start_epoch = 0
+    if resume:
+        start_epoch = _load_checkpoint(out_dir, settings, model, optimizer, scheduler)
+    _truncate_metrics(out_dir / METRICS_NAME, start_epoch)
+    load_batch = data.batch_loader(device)
+    name_a, name_b = data.space_names
+    bar = tqdm(total=total_steps, initial=start_epoch * per_epoch, desc="training",
+               unit="step", disable=not progress)
+    for epoch in range(start_epoch, train.epochs):
+        generator = epoch_generator(train.seed, epoch)
+        order = torch.randperm(len(data), generator=generator).numpy()
+        model.train()
+        sums: dict[str, float] = {}
+        started = time.perf_counter()
+        for step in range(per_epoch):
+            index = order[step * train.batch_size:(step + 1) * train.batch_size]
+            terms = _train_step(model, load_batch(index), (name_a, name_b), method, generator,
+                                optimizer, scheduler)
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{sums['total'] / (step + 1):.4f}")
+        record = {"epoch": epoch + 1, "steps": (epoch + 1) * per_epoch,
+                  "lr": scheduler.get_last_lr()[0],
+                  "seconds": round(time.perf_counter() - started, 3),
+                  **{k: v / per_epoch for k, v in sums.items()}}
+        _append_jsonl(out_dir / METRICS_NAME, record)
+        _save_checkpoint(out_dir, settings, epoch + 1, model, optimizer, scheduler)
+    bar.close()
+    return model.eval()
+
+
+def _train_step(model: ConnectedModel, batch: list[torch.Tensor], names: tuple[str, str],
+                method: MethodConfig, generator: torch.Generator, optimizer, scheduler
+                ) -> dict[str, float]:
+    """One optimisation step; returns the loss terms as floats."""
+    variance = method.noise_var if method.use_noise else 0.0
+    noisy = [add_noise(rows, variance, generator) for rows in batch]
+    projected = []
+    for side, name in enumerate(names):
+        rows = [noisy[side]] + ([noisy[2 + side]] if len(noisy) == 4 else [])
+        # Queries and pseudo partners go through one forward pass, so BatchNorm sees the same
+        # mixture of modalities in training as its running statistics describe at inference.
+        output = model.projectors[name](torch.cat(rows))
+        projected.append(output.split(len(noisy[side])))
+    pseudo_a = projected[0][1] if len(projected[0]) > 1 else None
+    pseudo_b = projected[1][1] if len(projected[1]) > 1 else None
+    terms = cmcr_loss(projected[0][0], projected[1][0], pseudo_a, pseudo_b, method)
+    optimizer.zero_grad(set_to_none=True)
+    terms.total.backward()
+    optimizer.step()
+    scheduler.step()
+    return terms.as_floats()
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: Path, keep_epochs: int) -> None:
+    """Drop log lines of epochs that will be trained (again)."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= keep_epochs]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _save_checkpoint(out_dir: Path, settings: dict, epoch: int, model, optimizer, scheduler) -> None:
+    state = {"epoch": epoch, "settings": json.dumps(settings, sort_keys=True),
+             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict()}
+    tmp = out_dir / (CHECKPOINT_NAME + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, out_dir / CHECKPOINT_NAME)
+
+
+def _load_checkpoint(out_dir: Path, settings: dict, model, optimizer, scheduler) -> int:
+    """Restore the last finished epoch; returns the epoch to start from (0 if none)."""
+    path = out_dir / CHECKPOINT_NAME
+    if not path.exists():
+        return 0
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a damaged file
+        raise CheckpointError(f"{path}: cannot read the training checkpoint: {err}") from None
+    if state.get("settings") != json.dumps(settings, sort_keys=True):
+        raise CheckpointError(f"{path}: this checkpoint was made with different settings; "
+                              "resume with the same config, or use a new --out directory")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["epoch"])
