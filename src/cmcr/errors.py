@@ -17,3 +17,11 @@ class StoreError(CmcrError):
 
 class CheckpointError(CmcrError):
     """A checkpoint file is unreadable or of the wrong kind."""
+
+
+class InputError(CmcrError):
+    """An input file (image, audio, video, text table) is missing, unreadable or corrupt."""
+
+
+class MissingDependencyError(CmcrError):
+    """An optional package is needed for this feature; the message names what to pip install."""

@@ -1,0 +1,74 @@
+"""End-to-end inference: files -> frozen spaces -> a connected model's joint space.
+
+The official code's ``get_embeddings``: images through CLIP and f_clip, audio through CLAP and
+f_clap, texts through the side the model names for its shared modality (CLIP in the paper's demo).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from cmcr.errors import ConfigError
+from cmcr.model import ConnectedModel
+from cmcr.spaces.base import Space
+
+
+class JointEmbedder:
+    """A connected model plus the frozen spaces it connects: ``embed`` gives joint-space rows."""
+
+    def __init__(self, model: ConnectedModel, spaces: Mapping[str, Space],
+                 text_space: str | None = None):
+        missing = [name for name in model.space_names if name not in spaces]
+        if missing:
+            raise ConfigError(f"the model connects {model.space_names}; give a space for "
+                              f"{missing} (e.g. --space {missing[0]}=clip:openai/clip-vit-base-patch32)")
+        for name in model.space_names:
+            expected = model.config.spaces[name].dim
+            if spaces[name].dim != expected:
+                raise ConfigError(f"space '{name}' ({spaces[name].name}) gives {spaces[name].dim}-d "
+                                  f"embeddings; the model's '{name}' projector takes {expected}-d")
+        if text_space is not None and text_space not in model.space_names:
+            raise ConfigError(f"text space '{text_space}' is not one of {model.space_names}")
+        self.model = model
+        self.spaces = dict(spaces)
+        self.text_space = text_space
+
+    def space_for(self, modality: str) -> str:
+        if modality == "text" and self.text_space is not None:
+            return self.text_space
+        return self.model.space_for(modality)
+
+    def embed(self, modality: str, inputs: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
+        """Paths or decoded items of ``modality`` -> (n, out_dim) unit rows in the joint space."""
+        name = self.space_for(modality)
+        frozen = self.spaces[name].embed(modality, inputs, batch_size=batch_size)
+        if len(frozen) == 0:
+            return torch.zeros((0, self.model.out_dim))
+        return self.model.project(name, frozen).float().cpu()
+
+    def embed_image_patches(self, images: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
+        """CLIP patch tokens projected into the joint space: (n, patches, out_dim) unit rows."""
+        name = self.space_for("image")
+        space = self.spaces[name]
+        if not hasattr(space, "embed_image_patches"):
+            raise ConfigError(f"space '{space.name}' has no patch tokens (CLIP spaces do)")
+        patches = space.embed_image_patches(images, batch_size=batch_size)
+        n, count, dim = patches.shape
+        projected = self.model.project(name, patches.reshape(n * count, dim)).float().cpu()
+        return projected.reshape(n, count, -1)
+
+    def __call__(self, *, images: Sequence[Any] = (), audio: Sequence[Any] = (),
+                 texts: Sequence[str] = (), batch_size: int = 32) -> dict[str, torch.Tensor]:
+        """Joint embeddings of every modality given, keyed 'image', 'audio', 'text'."""
+        given = {"image": images, "audio": audio, "text": texts}
+        return {modality: self.embed(modality, inputs, batch_size)
+                for modality, inputs in given.items() if len(inputs)}
+
+
+def similarity(rows: torch.Tensor, columns: torch.Tensor,
+               scale: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarity (n, m) of unit rows and the official demo's softmax(scale * cos) over columns."""
+    cosine = rows.float() @ columns.float().T
+    return cosine, torch.softmax(cosine * scale, dim=-1)

@@ -1,0 +1,282 @@
+"""Files -> encoder inputs, with one fixed protocol (docs/encoders.md says why each choice).
+
+- images: decoded fully (a truncated file is an error, not a grey half), EXIF rotation applied,
+  converted to RGB; transparency (RGBA, LA, palette with transparency) is composited on white;
+  CMYK and palette images are converted; 16-bit and float images are scaled to 8 bit.
+- audio: soundfile decodes (WAV, FLAC, OGG, MP3 where libsndfile supports it); all channels are
+  averaged to mono; soxr resamples (HQ) to the model's rate. Length is left alone: the space's
+  preprocessor pads or crops with its own fixed rule.
+- video: PyAV decodes the frame shown at a chosen time (default: the middle of the clip) and the
+  first audio track (averaged to mono and resampled like any audio).
+- texts: .txt (one per line, empty lines skipped, id = 1-based line number), .csv / .jsonl /
+  .parquet (one column, id = 1-based row number or an id column).
+
+Every failure raises :class:`cmcr.errors.InputError` naming the path and the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cmcr.errors import InputError, MissingDependencyError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov")
+TEXT_EXTENSIONS = (".txt", ".csv", ".jsonl", ".parquet")
+TEXT_COLUMNS = ("text", "caption", "sentence")  # tried in order when no column is named
+
+WHITE = (255, 255, 255)
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+# -- images --------------------------------------------------------------------------------------
+def load_image(path: str | Path, frame_time: float | None = None) -> Any:
+    """An image file (or a video's frame at ``frame_time`` s, default the middle) -> RGB PIL image."""
+    path = Path(path)
+    if is_video(path):
+        return load_video_frame(path, frame_time)
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now: truncated and corrupt files fail here, not later
+            image = ImageOps.exif_transpose(image) or image
+            return to_rgb(image)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise InputError(f"{path}: cannot decode image ({_reason(err)})") from None
+
+
+def to_rgb(image: Any) -> Any:
+    """Any PIL mode -> RGB: alpha composited on white, CMYK/palette converted, high bit depths scaled."""
+    from PIL import Image
+
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float32)
+        scale = 257.0 if image.mode.startswith("I;16") else max(1.0, float(pixels.max()) / 255.0)
+        image = Image.fromarray(np.clip(pixels / scale, 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB") if image.mode != "RGB" else image.copy()
+
+
+# -- audio ---------------------------------------------------------------------------------------
+def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """An audio file (or a video's audio track) -> float32 mono samples at ``sample_rate``."""
+    path = Path(path)
+    if is_video(path):
+        return load_video_audio(path, sample_rate)
+    import soundfile
+
+    try:
+        samples, source_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as err:
+        raise InputError(f"{path}: cannot decode audio ({_reason(err)})") from None
+    return finish_audio(samples.mean(axis=1), source_rate, sample_rate, path)
+
+
+def finish_audio(mono: np.ndarray, source_rate: int, sample_rate: int, path: Path | str) -> np.ndarray:
+    """Mono samples at ``source_rate`` -> float32 at ``sample_rate`` (soxr HQ), checked."""
+    import soxr
+
+    if mono.size == 0:
+        raise InputError(f"{path}: the audio holds no samples")
+    if not np.isfinite(mono).all():
+        raise InputError(f"{path}: the audio holds NaN or infinite samples")
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    if source_rate != sample_rate:
+        mono = soxr.resample(mono, source_rate, sample_rate, quality="HQ").astype(np.float32)
+    if mono.size == 0:  # a handful of samples can resample to none
+        mono = np.zeros(1, dtype=np.float32)
+    return mono
+
+
+# -- video ---------------------------------------------------------------------------------------
+def _require_av() -> Any:
+    try:
+        import av
+    except ImportError:
+        raise MissingDependencyError("reading video needs PyAV: pip install av "
+                                     "(or pip install 'cmcr[video]')") from None
+    return av
+
+
+def _open_video(path: Path) -> Any:
+    av = _require_av()
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        return av.open(str(path))
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot open video ({_reason(err)})") from None
+
+
+def video_duration(container: Any, stream: Any) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # microseconds (av.time_base)
+    return None
+
+
+def load_video_frame(path: str | Path, time_s: float | None = None) -> Any:
+    """The frame on screen at ``time_s`` seconds (default: the middle of the video) as RGB PIL."""
+    path = Path(path)
+    av = _require_av()
+    with _open_video(path) as container:
+        if not container.streams.video:
+            raise InputError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        if time_s is None:
+            duration = video_duration(container, stream)
+            time_s = duration / 2 if duration else 0.0
+        try:
+            frame = _frame_at(container, stream, time_s)
+        except (av.FFmpegError, OSError, ValueError) as err:
+            raise InputError(f"{path}: cannot decode video ({_reason(err)})") from None
+    if frame is None:
+        raise InputError(f"{path}: no decodable frame")
+    return to_rgb(frame.to_image())
+
+
+def _frame_at(container: Any, stream: Any, time_s: float) -> Any:
+    """Decode from the keyframe before ``time_s``; keep the last frame starting at or before it."""
+    if time_s > 0 and stream.time_base is not None:
+        container.seek(int(time_s / stream.time_base), stream=stream, backward=True, any_frame=False)
+    chosen = None
+    for frame in container.decode(stream):
+        if chosen is not None and frame.time is not None and frame.time > time_s + 1e-6:
+            break
+        chosen = frame
+    return chosen
+
+
+def load_video_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """A video's first audio track -> float32 mono at ``sample_rate`` (channels averaged, soxr)."""
+    path = Path(path)
+    av = _require_av()
+    with _open_video(path) as container:
+        if not container.streams.audio:
+            raise InputError(f"{path}: no audio track")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=stream.rate)
+        chunks: list[np.ndarray] = []
+        try:
+            for frame in container.decode(stream):
+                for planar in resampler.resample(frame):
+                    chunks.append(planar.to_ndarray().mean(axis=0))
+            for planar in resampler.resample(None):
+                chunks.append(planar.to_ndarray().mean(axis=0))
+        except (av.FFmpegError, OSError, ValueError) as err:
+            raise InputError(f"{path}: cannot decode the audio track ({_reason(err)})") from None
+        source_rate = stream.rate
+    mono = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    return finish_audio(mono, source_rate, sample_rate, path)
+
+
+# -- texts ---------------------------------------------------------------------------------------
+def read_texts(path: str | Path, column: str | None = None,
+               id_column: str | None = None) -> list[tuple[str, str]]:
+    """A text file or table -> [(id, text)]; empty texts are skipped but ids stay the line/row numbers."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        rows = _csv_rows(path)
+    elif suffix == ".jsonl":
+        rows = _jsonl_rows(path)
+    elif suffix == ".parquet":
+        rows = _parquet_rows(path)
+    else:
+        return [(str(number), line.strip()) for number, line in enumerate(_text_lines(path), 1)
+                if line.strip()]
+    return _column_texts(path, rows, column, id_column)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text (byte {err.start}): re-save it as UTF-8") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({_reason(err)})") from None
+
+
+def _text_lines(path: Path) -> list[str]:
+    return _read_text(path).splitlines()
+
+
+def _csv_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        return list(csv.DictReader(_read_text(path).splitlines()))
+    except csv.Error as err:
+        raise InputError(f"{path}: malformed CSV ({err})") from None
+
+
+def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(_text_lines(path), 1):
+        if not line.strip():
+            rows.append({})
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}, line {number}: not JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}, line {number}: expected a JSON object per line")
+        rows.append(row)
+    return rows
+
+
+def _parquet_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MissingDependencyError("reading .parquet needs pyarrow: pip install pyarrow") from None
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as err:  # pyarrow raises its own error types for damaged files
+        raise InputError(f"{path}: cannot read parquet ({_reason(err)})") from None
+
+
+def _column_texts(path: Path, rows: list[dict[str, Any]], column: str | None,
+                  id_column: str | None) -> list[tuple[str, str]]:
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    if column is None:
+        column = next((c for c in TEXT_COLUMNS if c in keys), keys[0] if len(keys) == 1 else None)
+        if column is None:
+            raise InputError(f"{path}: name the text column (--column); columns: {keys}")
+    for name in (column, id_column):
+        if name is not None and name not in keys:
+            raise InputError(f"{path}: no column '{name}'; columns: {keys}")
+    texts = []
+    for number, row in enumerate(rows, 1):
+        text = row.get(column)
+        if text is None or not str(text).strip():
+            continue
+        item_id = str(row[id_column]) if id_column else str(number)
+        texts.append((item_id, str(text).strip()))
+    return texts

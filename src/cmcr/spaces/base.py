@@ -1,0 +1,150 @@
+"""What every space offers: ``embed(modality, inputs) -> (n, d)`` unit rows, whatever the encoder.
+
+A space is split the way transformers splits a model: a picklable :class:`Preprocessor` turns files
+and user objects into model inputs (it runs in data-loader workers, holding no model), and the
+space itself runs the model on those inputs (in the main process, on the GPU when there is one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from cmcr.errors import ConfigError, MissingDependencyError
+
+
+class Modality(str, Enum):
+    """The modalities cmcr knows; a space embeds some of them."""
+
+    IMAGE = "image"
+    AUDIO = "audio"
+    TEXT = "text"
+    VIDEO = "video"
+    POINT_CLOUD = "point_cloud"
+
+
+MODALITIES: tuple[str, ...] = tuple(m.value for m in Modality)
+
+
+class Preprocessor(ABC):
+    """Files and user objects -> one batch of model inputs. Picklable; never holds a model."""
+
+    @abstractmethod
+    def load(self, path: Path) -> Any:
+        """Decode one file into an item :meth:`collate` accepts (raises InputError)."""
+
+    def prepare(self, item: Any) -> Any:
+        """An item a user passed to ``embed`` (a path or an already decoded object) -> decoded."""
+        if isinstance(item, (str, Path)):
+            return self.load(Path(item))
+        return item
+
+    @abstractmethod
+    def collate(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Decoded items -> a batch of model inputs (tensors on the CPU)."""
+
+
+class Space(ABC):
+    """A frozen pretrained embedding space (CLIP, CLAP, a precomputed store, ...).
+
+    ``embed`` returns float32 CPU tensors of L2-normalised rows, whatever the encoder's own
+    convention (CLIP's features are not unit length, CLAP's are): every adapter enforces it here.
+    """
+
+    name: str
+    modalities: tuple[str, ...]
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Width of the embeddings."""
+
+    def check_modality(self, modality: str) -> str:
+        modality = str(getattr(modality, "value", modality))
+        if modality not in self.modalities:
+            raise ConfigError(f"space '{self.name}' embeds {', '.join(self.modalities)}, "
+                              f"not '{modality}'")
+        return modality
+
+    @abstractmethod
+    def preprocessor(self, modality: str) -> Preprocessor:
+        """The picklable decoder/collator for ``modality``."""
+
+    @abstractmethod
+    def encode(self, modality: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A collated batch -> (n, d) unit rows, float32 on the CPU."""
+
+    def embed(self, modality: str, inputs: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
+        """Embed paths or decoded items (PIL images, waveforms, strings): (n, d) unit rows."""
+        modality = self.check_modality(modality)
+        preprocessor = self.preprocessor(modality)
+        items = [preprocessor.prepare(item) for item in inputs]
+        parts = [self.encode(modality, preprocessor.collate(items[start:start + batch_size]))
+                 for start in range(0, len(items), max(1, batch_size))]
+        if not parts:
+            return torch.zeros((0, self.dim))
+        return torch.cat(parts)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, modalities={self.modalities})"
+
+
+def unit_rows(features: torch.Tensor) -> torch.Tensor:
+    """(n, d) features -> float32 CPU unit rows (normalised in float32, also for fp16 models)."""
+    return F.normalize(features.detach().float(), dim=-1).cpu()
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """None/'auto': float16 on CUDA, float32 elsewhere; else 'float32', 'float16', 'bfloat16'."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float16 if device.type == "cuda" else torch.float32
+    choices = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+               "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in choices:
+        raise ConfigError(f"dtype must be one of auto, {', '.join(choices)}; got {dtype!r}")
+    return choices[dtype]
+
+
+def require_transformers() -> Any:
+    """Import transformers or say which extra to install."""
+    try:
+        import transformers
+    except ImportError:
+        raise MissingDependencyError("CLIP/CLAP spaces need transformers: "
+                                     "pip install 'cmcr[encoders]'") from None
+    return transformers
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports (a tower loaded from a two-tower checkpoint lists the
+    other tower's weights as 'unexpected', which is expected here)."""
+    logging = require_transformers().logging
+    previous, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(previous)
+        if bars:
+            logging.enable_progress_bar()
+
+
+def load_pretrained(loader: Any, name_or_path: str, what: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained`` with a cmcr error instead of a deep traceback."""
+    try:
+        with quiet_transformers():
+            return loader.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"cannot load {what} from '{name_or_path}': {first_line} (pass a local "
+                          "directory, or a hub id that is cached or reachable)") from None

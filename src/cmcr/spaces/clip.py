@@ -1,0 +1,172 @@
+"""CLIP (image, text) through transformers: ``CLIPModel`` checkpoints, e.g. openai/clip-vit-base-patch32.
+
+Only the tower a call needs is loaded (``CLIPVisionModelWithProjection`` or
+``CLIPTextModelWithProjection`` from the same checkpoint). CLIP's features are not unit length;
+this adapter normalises them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cmcr.errors import InputError
+from cmcr.processing import load_image, to_rgb
+from cmcr.runtime import resolve_device
+from cmcr.spaces.base import (Preprocessor, Space, load_pretrained, require_transformers,
+                              resolve_dtype, unit_rows)
+
+
+class ClipImagePreprocessor(Preprocessor):
+    """Image files / PIL images / HxWx3 uint8 arrays -> ``pixel_values`` (CLIP's resize and crop)."""
+
+    def __init__(self, image_processor: Any, frame_time: float | None = None):
+        self.image_processor = image_processor
+        self.frame_time = frame_time
+
+    def load(self, path: Path) -> Any:
+        return load_image(path, self.frame_time)
+
+    def prepare(self, item: Any) -> Any:
+        if isinstance(item, (str, Path)):
+            return self.load(Path(item))
+        if isinstance(item, np.ndarray):
+            from PIL import Image
+            return to_rgb(Image.fromarray(item))
+        if hasattr(item, "mode") and hasattr(item, "convert"):
+            return to_rgb(item)
+        raise InputError(f"an image must be a path, a PIL image or an array, got {type(item).__name__}")
+
+    def collate(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+        batch = self.image_processor(images=list(items), return_tensors="pt")
+        return {"pixel_values": batch["pixel_values"]}
+
+
+class TextPreprocessor(Preprocessor):
+    """Strings -> token ids, padded to the batch's longest and truncated at ``max_length``."""
+
+    def __init__(self, tokenizer: Any, max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def load(self, path: Path) -> Any:
+        raise InputError(f"{path}: texts are passed as strings; read a text file with "
+                         "cmcr.processing.read_texts")
+
+    def prepare(self, item: Any) -> str:
+        if not isinstance(item, str):
+            raise InputError(f"a text must be a string, got {type(item).__name__}")
+        return item
+
+    def collate(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(list(items), padding=True, truncation=True,
+                               max_length=self.max_length, return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+def features_of(output: Any, key: str) -> torch.Tensor:
+    """A tower's projected features: a tensor (transformers 4.x ``get_*_features``), or the
+    ``key`` / ``pooler_output`` field of an output object (5.x)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    value = getattr(output, key, None)
+    return value if value is not None else output.pooler_output
+
+
+def to_model(inputs: dict[str, torch.Tensor], device: torch.device,
+             dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Move a batch to the model: floating tensors take the model's dtype, ids stay integers."""
+    return {key: value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype,
+                          non_blocking=True)
+            for key, value in inputs.items()}
+
+
+class ClipSpace(Space):
+    """CLIP's image and text towers; ``embed`` gives (n, projection_dim) unit rows."""
+
+    kind = "clip"
+    modalities = ("image", "text")
+
+    def __init__(self, name_or_path: str, *, device: str | torch.device | None = "auto",
+                 dtype: str | torch.dtype | None = None, name: str | None = None,
+                 frame_time: float | None = None):
+        self.name_or_path = str(name_or_path)
+        self.name = name or f"{self.kind}:{self.name_or_path}"
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.frame_time = frame_time
+        self._config: Any = None
+        self._processor: Any = None
+        self._towers: dict[str, torch.nn.Module] = {}
+
+    # -- lazily loaded pieces --------------------------------------------------------------------
+    @property
+    def config(self) -> Any:
+        if self._config is None:
+            transformers = require_transformers()
+            self._config = load_pretrained(transformers.CLIPConfig, self.name_or_path, "a CLIP config")
+        return self._config
+
+    @property
+    def dim(self) -> int:
+        return int(self.config.projection_dim)
+
+    @property
+    def processor(self) -> Any:
+        if self._processor is None:
+            transformers = require_transformers()
+            self._processor = load_pretrained(transformers.CLIPProcessor, self.name_or_path,
+                                              "a CLIP processor")
+        return self._processor
+
+    def tower(self, modality: str) -> torch.nn.Module:
+        """The vision or text tower with its projection, in eval mode on the space's device."""
+        modality = self.check_modality(modality)
+        if modality not in self._towers:
+            transformers = require_transformers()
+            if modality == "image":
+                cls, tower_config = transformers.CLIPVisionModelWithProjection, self.config.vision_config
+            else:
+                cls, tower_config = transformers.CLIPTextModelWithProjection, self.config.text_config
+            tower_config.projection_dim = self.config.projection_dim  # sub-configs may not say it
+            model = load_pretrained(cls, self.name_or_path, f"the CLIP {modality} tower",
+                                    config=tower_config)
+            self._towers[modality] = model.to(device=self.device, dtype=self.dtype).eval()
+        return self._towers[modality]
+
+    # -- the Space interface ---------------------------------------------------------------------
+    def preprocessor(self, modality: str) -> Preprocessor:
+        modality = self.check_modality(modality)
+        if modality == "image":
+            return ClipImagePreprocessor(self.processor.image_processor, self.frame_time)
+        max_length = min(77, int(self.config.text_config.max_position_embeddings))
+        return TextPreprocessor(self.processor.tokenizer, max_length)
+
+    def encode(self, modality: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        tower = self.tower(modality)
+        with torch.inference_mode():
+            output = tower(**to_model(inputs, self.device, self.dtype))
+        return unit_rows(features_of(output, "image_embeds" if modality == "image" else "text_embeds"))
+
+    def embed_image_patches(self, images: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
+        """Patch tokens projected like the pooled output: (n, patches, d) unit rows (no CLS token).
+
+        last_hidden_state -> post_layernorm -> visual_projection, as CLIP does for its CLS token,
+        so a patch and the whole image live in the same space (for localisation heat maps).
+        """
+        preprocessor = self.preprocessor("image")
+        items = [preprocessor.prepare(image) for image in images]
+        parts = [self._patches(preprocessor.collate(items[start:start + batch_size]))
+                 for start in range(0, len(items), max(1, batch_size))]
+        return torch.cat(parts) if parts else torch.zeros((0, 0, self.dim))
+
+    def _patches(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        tower = self.tower("image")
+        with torch.inference_mode():
+            hidden = tower.vision_model(**to_model(inputs, self.device, self.dtype)).last_hidden_state
+            tokens = tower.visual_projection(tower.vision_model.post_layernorm(hidden[:, 1:]))
+        return F.normalize(tokens.float(), dim=-1).cpu()

@@ -1,0 +1,58 @@
+"""Space names -> space objects. ``kind:name_or_path``, e.g. ``clip:openai/clip-vit-base-patch32``.
+
+Adding a kind is one entry in :data:`SPACE_KINDS` (or :func:`register_space_kind`); short names for
+well-known checkpoints are entries in :data:`SPACE_ALIASES`. Nothing heavy is imported until a
+space is loaded, and a space loads its towers only when a call needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from cmcr.errors import ConfigError
+from cmcr.spaces.base import Space
+
+# kind -> "module:Class"
+SPACE_KINDS: dict[str, str] = {
+    "clip": "cmcr.spaces.clip:ClipSpace",
+    "clap": "cmcr.spaces.clap:ClapSpace",
+    "precomputed": "cmcr.spaces.stored:StoredSpace",
+}
+
+# short name -> full spec (the encoders the released C-MCR checkpoints were trained on, see docs)
+SPACE_ALIASES: dict[str, str] = {
+    "clip-vit-b32": "clip:openai/clip-vit-base-patch32",
+    "clap-htsat-fused": "clap:laion/clap-htsat-fused",
+    "clap-htsat-unfused": "clap:laion/clap-htsat-unfused",
+}
+
+
+def register_space_kind(kind: str, target: str | type[Space]) -> None:
+    """Add a kind: ``target`` is a Space subclass or "module:Class" (imported when first used)."""
+    SPACE_KINDS[kind] = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+
+
+def parse_space_spec(spec: str) -> tuple[str, str]:
+    """``"kind:name_or_path"`` (or an alias) -> (kind, name_or_path)."""
+    spec = SPACE_ALIASES.get(spec, spec)
+    kind, sep, target = spec.partition(":")
+    if not sep or not target or kind not in SPACE_KINDS:
+        raise ConfigError(f"space '{spec}' must be KIND:NAME_OR_PATH with KIND one of "
+                          f"{', '.join(SPACE_KINDS)} (e.g. clip:openai/clip-vit-base-patch32), "
+                          f"or an alias: {', '.join(SPACE_ALIASES)}")
+    return kind, target
+
+
+def space_class(kind: str) -> type[Space]:
+    module_name, _, class_name = SPACE_KINDS[kind].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def load_space(spec: str, **options: Any) -> Space:
+    """A space from its spec; ``options`` (device, dtype, ...) go to the space's constructor.
+
+    Cheap: weights are read only when a modality is first embedded.
+    """
+    kind, target = parse_space_spec(spec)
+    return space_class(kind)(target, name=f"{kind}:{target}", **options)

@@ -1,0 +1,100 @@
+"""Tiny CLIP and CLAP checkpoints built locally, saved like real ones, loaded through from_pretrained.
+
+Nothing is downloaded: the tokenizers are byte-level BPE with only the 256 byte symbols (no merges),
+which CLIPTokenizer and RobertaTokenizer accept (see shared/reference/NOTES.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+
+def _byte_symbols() -> list[str]:
+    """GPT-2's reversible byte -> printable character table (the 256 base BPE symbols)."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    codes, extra = [], 0
+    for byte in range(256):
+        if byte in printable:
+            codes.append(byte)
+        else:
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(code) for code in codes]
+
+
+def _clip_image_processor_class():
+    """The PIL image processor when transformers has one (no torchvision needed), else the default."""
+    try:
+        from transformers import CLIPImageProcessorPil
+        return CLIPImageProcessorPil
+    except ImportError:
+        from transformers import CLIPImageProcessor
+        return CLIPImageProcessor
+
+
+def _write_bpe(directory: Path, vocab: list[str]) -> None:
+    (directory / "vocab.json").write_text(json.dumps({s: i for i, s in enumerate(vocab)}),
+                                          encoding="utf-8")
+    (directory / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+
+
+def build_tiny_clip(directory: str | Path, *, image_size: int = 32, patch_size: int = 8,
+                    seed: int = 0) -> Path:
+    """A random-init CLIPModel (dim 16) + CLIPProcessor saved to ``directory``."""
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    symbols = _byte_symbols()
+    vocab = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
+    _write_bpe(directory, vocab)
+    tokenizer = CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    image_processor = _clip_image_processor_class()(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
+                         bos_token_id=len(vocab) - 2, eos_token_id=len(vocab) - 1,
+                         pad_token_id=len(vocab) - 1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=image_size, patch_size=patch_size),
+        projection_dim=16)
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(directory)
+    return directory
+
+
+def build_tiny_clap(directory: str | Path, *, fused: bool = True, seed: int = 0) -> Path:
+    """A random-init ClapModel (dim 16, 16 kHz, 1 s clips) + ClapProcessor saved to ``directory``.
+
+    64 mel bins because transformers' fusion path resizes the global view to 64 bins.
+    """
+    from transformers import (ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor,
+                              RobertaTokenizer)
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    vocab = specials + _byte_symbols()
+    _write_bpe(directory, vocab)
+    tokenizer = RobertaTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    extractor = ClapFeatureExtractor(feature_size=64, sampling_rate=16000, hop_length=320,
+                                     max_length_s=1, fft_window_size=1024,
+                                     truncation="fusion" if fused else "rand_trunc")
+    ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(directory)
+    config = ClapConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=80,
+                         pad_token_id=1, bos_token_id=0, eos_token_id=2, projection_dim=16),
+        audio_config=dict(num_mel_bins=64, spec_size=64, patch_size=4, patch_stride=(4, 4),
+                          patch_embeds_hidden_size=8, depths=[1, 1], num_attention_heads=[2, 2],
+                          hidden_size=16, window_size=4, enable_fusion=fused, projection_dim=16),
+        projection_dim=16)
+    torch.manual_seed(seed)
+    ClapModel(config).save_pretrained(directory)
+    return directory
