@@ -98,3 +98,31 @@ def build_tiny_clap(directory: str | Path, *, fused: bool = True, seed: int = 0)
     torch.manual_seed(seed)
     ClapModel(config).save_pretrained(directory)
     return directory
+
+
+# -- session fixtures (import them into a test module to use them) ----------------------------------
+import pytest  # noqa: E402
+
+ASSETS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "assets"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clap_dir(tmp_path_factory) -> Path:
+    return build_tiny_clap(tmp_path_factory.mktemp("tiny-clap"), fused=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_clap_unfused_dir(tmp_path_factory) -> Path:
+    return build_tiny_clap(tmp_path_factory.mktemp("tiny-clap-unfused"), fused=False)
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    if not ASSETS.is_dir():
+        pytest.skip(f"reference assets not found at {ASSETS} (clone shared/ beside the repo)")
+    return ASSETS
