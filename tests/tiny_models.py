@@ -84,7 +84,7 @@ def build_tiny_clap(directory: str | Path, *, fused: bool = True, seed: int = 0)
     _write_bpe(directory, vocab)
     tokenizer = RobertaTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
     extractor = ClapFeatureExtractor(feature_size=64, sampling_rate=16000, hop_length=320,
-                                     max_length_s=1, fft_window_size=1024,
+                                     max_length_s=1, fft_window_size=1024, frequency_max=8000,
                                      truncation="fusion" if fused else "rand_trunc")
     ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(directory)
     config = ClapConfig(
