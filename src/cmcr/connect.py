@@ -11,7 +11,7 @@ from cmcr.config import ConnectConfig, ModelConfig, SpaceSpec, save_config
 from cmcr.errors import StoreError
 from cmcr.model import ConnectedModel
 from cmcr.retrieval import cached_pseudo_embeddings
-from cmcr.runtime import resolve_device, run_record, write_json
+from cmcr.runtime import resolve_device, run_record, seed_everything, write_json
 from cmcr.store import EmbeddingStore, open_store
 from cmcr.train import TrainingData, train_projectors
 
@@ -96,6 +96,7 @@ def connect(config: ConnectConfig, out_dir: str | Path, *, resume: bool = False,
             for name in config.space_names)
     data = TrainingData(space_names=tuple(config.space_names),
                         queries=tuple(queries[n] for n in config.space_names), pseudo=pseudo)
+    seed_everything(config.train.seed)  # the projectors' initialisation depends on it
     model = build_model(config, queries)
     train_projectors(model, data, config.train, config.method, out_dir / "training",
                      resume=resume, device=device, progress=progress)

@@ -141,8 +141,8 @@ class EmbeddingStore:
         return self._ids
 
     def _read_ids(self) -> list[str]:
-        if self.path.suffix == ".npy":
-            return [str(i) for i in range(len(self))]
+        if self.path.suffix == ".npy" or any("ids" not in s for s in self.info.shards):
+            return [str(i) for i in range(len(self))]  # plain matrices: ids are row numbers
         ids: list[str] = []
         for shard in self.info.shards:
             ids.extend(_read_jsonl(self.path / shard["ids"]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -57,10 +59,18 @@ def retrieval_metrics(similarity: np.ndarray, positives: np.ndarray | None = Non
             "mAP": mean_average_precision(similarity, positives)}
 
 
-def chance_retrieval_metrics(num_candidates: int, positives_per_query: float = 1.0,
+def chance_retrieval_metrics(num_candidates: int, positives_per_query: int = 1,
                              ks=(1, 5, 10)) -> dict[str, float]:
-    """Expected R@k and mAP of a random ranking with one positive among ``num_candidates``."""
-    n = num_candidates
-    recalls = {f"R@{k}": 100.0 * min(1.0, k * positives_per_query / n) for k in ks}
-    harmonic = sum(1.0 / r for r in range(1, n + 1)) / n  # E[1/rank] for a uniform rank
-    return {**recalls, "mAP": 100.0 * harmonic}
+    """Expected R@k (hit rate) and mAP of a uniformly random ranking, in percent.
+
+    With p positives among n candidates: R@k = 1 - C(n-p, k) / C(n, k), and
+    E[AP] = (H_n + (p - 1) / (n - 1) * (n - H_n)) / n (H_n the n-th harmonic number).
+    """
+    n, p = num_candidates, positives_per_query
+    if not 1 <= p <= n:
+        raise ValueError(f"need 1 <= positives_per_query <= num_candidates, got {p} and {n}")
+    recalls = {f"R@{k}": 100.0 * (1.0 - math.comb(n - p, k) / math.comb(n, k)) if k <= n
+               else 100.0 for k in ks}
+    harmonic = sum(1.0 / r for r in range(1, n + 1))
+    spread = (p - 1) / (n - 1) * (n - harmonic) if n > 1 else 0.0
+    return {**recalls, "mAP": 100.0 * (harmonic + spread) / n}

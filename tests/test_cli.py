@@ -1,0 +1,55 @@
+"""The command line teaches its use and runs the README's main job."""
+
+import json
+
+import pytest
+
+from cmcr.cli import build_parser, main
+from cmcr.store import write_store
+
+
+def _subcommands():
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return sorted(action.choices)
+
+
+def test_no_arguments_prints_help(capsys):
+    assert main([]) == 0
+    assert "connect" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", _subcommands())
+def test_every_subcommand_help_has_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "example" in capsys.readouterr().out.lower()
+
+
+def test_store_info_prints_the_manifest(tmp_path, capsys):
+    import numpy as np
+
+    rows = np.eye(4, 8, dtype=np.float32)
+    write_store(tmp_path / "s", rows, ids=list("abcd"), space="clip", modality="text",
+                dtype="float16")
+    assert main(["store", "info", str(tmp_path / "s"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info | {"path": None} == info | {
+        "path": None, "space": "clip", "modality": "text", "rows": 4, "dim": 8,
+        "dtype": "float16", "normalized": True}
+    assert info["first_ids"] == ["a", "b", "c"]
+
+
+def test_store_info_on_a_missing_path_is_a_clear_error(tmp_path, capsys):
+    assert main(["store", "info", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nope") in err and "Traceback" not in err
+
+
+def test_example_runs_offline_and_beats_the_baselines(tmp_path, capsys):
+    assert main(["example", "--out", str(tmp_path), "--quiet", "--epochs", "8"]) == 0
+    assert "audio -> image" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["audio_to_image"]
+    assert metrics["cmcr"]["R@1"] > metrics["linear_map"]["R@1"] > metrics["chance"]["R@1"]
+    assert (tmp_path / "model" / "model.safetensors").is_file()
