@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from cmcr.errors import InputError
+from cmcr.errors import ConfigError, InputError
 from cmcr.processing import finish_audio, load_audio
 from cmcr.runtime import resolve_device
 from cmcr.spaces.base import (Preprocessor, Space, load_pretrained, require_transformers,
@@ -91,6 +91,10 @@ class ClapAudioPreprocessor(Preprocessor):
         if not self.fused:
             return extractor([centre_crop(samples, self.max_samples)], truncation="rand_trunc",
                              sampling_rate=self.sample_rate, return_tensors="np")["input_features"][0]
+        if not hasattr(type(extractor), "_random_mel_fusion"):  # the hook we replace moved
+            raise ConfigError(f"this transformers version's {type(extractor).__name__} has no "
+                              "_random_mel_fusion; cmcr cannot fix its fusion windows (pin "
+                              "transformers 4.45-5.x or report it)")
         extractor._random_mel_fusion = lambda *args: centred_mel_fusion(extractor, *args)
         try:
             return extractor([samples], truncation="fusion", sampling_rate=self.sample_rate,
