@@ -7,6 +7,8 @@ from cmcr.model import ConnectedModel, Projector
 from cmcr.store import EmbeddingStore, StoreWriter, open_store, write_store
 from cmcr.retrieval import retrieve_pseudo_embeddings
 from cmcr.connect import connect
+from cmcr.spaces import load_space
+from cmcr.encoders import JointEmbedder
 
 __all__ = [
     "__version__",
@@ -26,4 +28,6 @@ __all__ = [
     "write_store",
     "retrieve_pseudo_embeddings",
     "connect",
+    "load_space",
+    "JointEmbedder",
 ]
