@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 
@@ -74,3 +75,170 @@ def chance_retrieval_metrics(num_candidates: int, positives_per_query: int = 1,
     harmonic = sum(1.0 / r for r in range(1, n + 1))
     spread = (p - 1) / (n - 1) * (n - harmonic) if n > 1 else 0.0
     return {**recalls, "mAP": 100.0 * (harmonic + spread) / n}
+
+
+# -- several captions per item ----------------------------------------------------------------------
+def caption_positives(item_of_caption: Sequence[int], num_items: int) -> np.ndarray:
+    """(captions, items) boolean matrix: caption j is a positive of its own item only.
+
+    text -> item uses it as is (each caption one query, its item the one positive); item -> text
+    uses its transpose (an item's positives are all its captions; R@k is then a hit rate).
+    """
+    item_of_caption = np.asarray(item_of_caption, dtype=np.int64)
+    positives = np.zeros((len(item_of_caption), num_items), dtype=bool)
+    positives[np.arange(len(item_of_caption)), item_of_caption] = True
+    return positives
+
+
+# -- zero-shot classification -----------------------------------------------------------------------
+def class_prototypes(prompt_embeddings: np.ndarray, num_classes: int) -> np.ndarray:
+    """(classes * templates, d) prompt rows, class-major -> (classes, d) unit rows.
+
+    CLIP's prompt ensembling: the mean of a class's unit prompt embeddings, renormalised.
+    """
+    prompts = np.asarray(prompt_embeddings, dtype=np.float64)
+    if len(prompts) % num_classes:
+        raise ValueError(f"{len(prompts)} prompt rows do not split into {num_classes} classes")
+    prompts = prompts / np.linalg.norm(prompts, axis=1, keepdims=True)
+    means = prompts.reshape(num_classes, len(prompts) // num_classes, -1).mean(axis=1)
+    return means / np.linalg.norm(means, axis=1, keepdims=True)
+
+
+def topk_accuracy(scores: np.ndarray, labels: Sequence[int], ks=(1, 5)) -> dict[str, float]:
+    """Top-k accuracy in percent from (items, classes) scores; ties count against the label."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    true_scores = scores[np.arange(len(labels)), labels]
+    rank = (scores > true_scores[:, None]).sum(axis=1) + (scores == true_scores[:, None]).sum(axis=1) - 1
+    return {f"top{k}": float(100.0 * np.mean(rank < k)) for k in ks}
+
+
+# -- sound-source localisation (EZ-VSL / SLAVC definitions) ---------------------------------------------
+def boxes_to_map(boxes: Sequence[Sequence[float]], size: tuple[int, int] = (224, 224),
+                 consensus: int = 1) -> np.ndarray:
+    """Ground-truth map (h, w) in [0, 1] from boxes (x0, y0, x1, y1) given as fractions of the image.
+
+    ``consensus=1``: the union of the boxes (VGG-SS). ``consensus=2``: the annotators' boxes are
+    summed and divided by 2, capped at 1 (Flickr-SoundNet's annotator consensus, as in LVS/EZ-VSL).
+    Box corners are truncated to whole pixels of the ``size`` grid, as EZ-VSL does.
+    """
+    height, width = size
+    gt_map = np.zeros((height, width), dtype=np.float64)
+    for x0, y0, x1, y1 in boxes:
+        xa, xb = int(np.clip(x0, 0, 1) * width), int(np.clip(x1, 0, 1) * width)
+        ya, yb = int(np.clip(y0, 0, 1) * height), int(np.clip(y1, 0, 1) * height)
+        gt_map[ya:yb, xa:xb] += 1.0
+    if consensus > 1:
+        return np.minimum(gt_map / consensus, 1.0)
+    return (gt_map > 0).astype(np.float64)
+
+
+def normalise_heatmap(heatmap: np.ndarray) -> np.ndarray:
+    """Min-max scale a heat map to [0, 1] (a constant map is left as it is)."""
+    heatmap = np.asarray(heatmap, dtype=np.float64)
+    low, high = heatmap.min(), heatmap.max()
+    return (heatmap - low) / (high - low) if high > low else heatmap
+
+
+def consensus_iou(heatmap: np.ndarray, gt_map: np.ndarray, threshold: float | None = None) -> float:
+    """cIoU of one heat map (EZ-VSL's ``cal_CIOU``): sum(P*G) / (sum(G) + sum(P*[G=0])).
+
+    P is the heat map (min-max normalised) binarised at ``threshold``; the default is the map's
+    median, ``sorted(values)[n // 2]``, so the top half of the pixels is predicted (EZ-VSL test.py).
+    """
+    heatmap = normalise_heatmap(heatmap)
+    gt_map = np.asarray(gt_map, dtype=np.float64)
+    if heatmap.shape != gt_map.shape:
+        raise ValueError(f"heat map {heatmap.shape} and ground truth {gt_map.shape} differ")
+    if threshold is None:
+        threshold = float(np.sort(heatmap.ravel())[heatmap.size // 2])
+    predicted = (heatmap >= threshold).astype(np.float64)
+    denominator = gt_map.sum() + (predicted * (gt_map == 0)).sum()
+    return float((predicted * gt_map).sum() / denominator) if denominator > 0 else 0.0
+
+
+def localization_metrics(cious: Sequence[float]) -> dict[str, float]:
+    """cIoU@0.5 (share of maps with cIoU >= 0.5), mean cIoU and AUC, all in percent.
+
+    AUC: area under the success-rate curve over cIoU thresholds 0, 0.05, ..., 1 (trapezoids),
+    EZ-VSL's ``finalize_AUC``; cIoU@0.5 is what LVS and EZ-VSL report as "cIoU" (AP50).
+    """
+    values = np.asarray(cious, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no cIoU values")
+    thresholds = np.linspace(0.0, 1.0, 21)
+    success = np.array([np.mean(values >= t) for t in thresholds])
+    auc = float(np.sum((success[1:] + success[:-1]) / 2 * np.diff(thresholds)))
+    return {"cIoU@0.5": float(100.0 * np.mean(values >= 0.5)),
+            "mean_cIoU": float(100.0 * values.mean()), "AUC": 100.0 * auc}
+
+
+# -- counterfactual recognition (does this sound belong to this image?) ------------------------------
+def average_precision(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """AP in percent of a binary decision ranked by score (ties broken against the positives)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    if not labels.any():
+        return float("nan")
+    order = np.lexsort((labels, -scores))  # by score, negatives first among ties
+    hits = labels[order]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(100.0 * precision[hits].mean())
+
+
+def max_f1(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """The best F1 (percent) over all thresholds ``score >= t``."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    best = 0.0
+    for threshold in np.unique(scores):
+        predicted = scores >= threshold
+        true_positives = np.sum(predicted & labels)
+        if true_positives:
+            precision, recall = true_positives / predicted.sum(), true_positives / labels.sum()
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return float(100.0 * best)
+
+
+def best_threshold(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """The threshold t maximising the accuracy of ``score >= t`` (the lowest such t on ties).
+
+    Candidates are the midpoints between consecutive distinct scores, and +-inf.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    distinct = np.unique(scores)
+    candidates = np.concatenate([[-np.inf], (distinct[1:] + distinct[:-1]) / 2, [np.inf]])
+    accuracies = [np.mean((scores >= t) == labels) for t in candidates]
+    return float(candidates[int(np.argmax(accuracies))])
+
+
+def threshold_accuracy(scores: Sequence[float], labels: Sequence[bool], threshold: float) -> float:
+    """Accuracy in percent of the decision ``score >= threshold``."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return float(100.0 * np.mean((scores >= threshold) == np.asarray(labels, dtype=bool)))
+
+
+def cross_fitted_accuracy(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Accuracy (percent) with a threshold never chosen on the pairs it judges.
+
+    Two folds by position (even / odd indices): each fold's threshold is :func:`best_threshold`
+    on the other fold; the result is the accuracy over all pairs. Deterministic, no randomness.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    correct = np.zeros(len(scores), dtype=bool)
+    folds = np.arange(len(scores)) % 2
+    for fold in (0, 1):
+        fit, judge = folds != fold, folds == fold
+        if not fit.any() or not judge.any():
+            continue
+        threshold = best_threshold(scores[fit], labels[fit])
+        correct[judge] = (scores[judge] >= threshold) == labels[judge]
+    return float(100.0 * correct.mean()) if len(scores) else float("nan")
+
+
+def recognition_metrics(scores: Sequence[float], labels: Sequence[bool]) -> dict[str, float]:
+    """AP, max-F1 (SLAVC's metrics) and cross-fitted accuracy, in percent."""
+    return {"AP": average_precision(scores, labels), "max-F1": max_f1(scores, labels),
+            "accuracy": cross_fitted_accuracy(scores, labels)}

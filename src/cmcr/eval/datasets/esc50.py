@@ -1,0 +1,45 @@
+"""ESC-50 (Piczak 2015): 2,000 five-second clips in 50 classes, for zero-shot audio classification.
+
+Layout (the GitHub release karolpiczak/ESC-50, confirmed)::
+
+    ROOT/
+      audio/1-100032-A-0.wav ...          2,000 WAVs, 44.1 kHz mono, 5 s
+      meta/esc50.csv                      filename,fold,target,category,esc10,src_file,take
+
+All 2,000 clips are evaluated (zero-shot needs no training fold); the class of target ``k`` is
+the ``category`` of its rows, underscores read as spaces ("chirping_birds" -> "chirping birds").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cmcr.errors import InputError
+from cmcr.eval.datasets.base import EvalDataset, class_name, read_csv, require_dir
+
+CSV_COLUMNS = ("filename", "fold", "target", "category")
+
+
+def read_esc50(root: Path) -> EvalDataset:
+    audio_dir = require_dir(root / "audio", "ESC-50's 2,000 WAV clips (audio/*.wav)")
+    rows = read_csv(root / "meta" / "esc50.csv", CSV_COLUMNS,
+                    "ESC-50's meta/esc50.csv with columns filename,fold,target,category,...")
+    names: dict[int, str] = {}
+    for row in rows:
+        try:
+            names[int(row["target"])] = class_name(row["category"])
+        except ValueError:
+            raise InputError(f"{root / 'meta' / 'esc50.csv'}: target '{row['target']}' of "
+                             f"{row['filename']} is not an integer") from None
+    if sorted(names) != list(range(len(names))):
+        raise InputError(f"{root / 'meta' / 'esc50.csv'}: targets must be 0..{len(names) - 1}, "
+                         f"got {sorted(names)[:5]}...")
+    paths = [audio_dir / row["filename"] for row in rows]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise InputError(f"{missing[0]}: file not found ({len(missing)} of {len(paths)} clips listed "
+                         "in meta/esc50.csv are missing from audio/)")
+    return EvalDataset(name="esc50", root=root, ids=[Path(r["filename"]).stem for r in rows],
+                       inputs={"audio": paths}, tasks=("zero-shot",),
+                       labels=[int(r["target"]) for r in rows],
+                       class_names=[names[k] for k in range(len(names))])
