@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Groups of sub-commands added by other parts of cmcr (encoders, world, eval); each module has
 # register(subparsers) and imports its heavy dependencies only when a command runs.
-OPTIONAL_GROUPS: list[str] = ["cmcr.cli.encoders"]
+OPTIONAL_GROUPS: list[str] = ["cmcr.cli.encoders", "cmcr.cli.evaluate"]
 
 
 def _register_optional(module_name: str, subparsers) -> None:
