@@ -212,3 +212,8 @@ def test_preview_is_written(world, tmp_path):
 
     out = save_preview(world.root, tmp_path / "preview.png", n_images=4, n_audio=2)
     assert Image.open(out).size[0] > 100
+
+
+def test_too_small_an_image_is_a_clear_error():
+    with pytest.raises(CmcrError, match="larger image size"):
+        render_image(list(CONCEPTS[:3]), np.random.default_rng(0), size=8)

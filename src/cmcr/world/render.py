@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import signal
 
+from cmcr.errors import CmcrError
 from cmcr.world.concepts import Concept
 
 Box = tuple[int, int, int, int]
@@ -131,11 +132,15 @@ def render_image(objects: Sequence[Concept], rng: np.random.Generator,
     """
     pixels = _background(rng, size)
     low, high = max(4, round(size * _MIN_OBJECT)), max(5, round(size * _MAX_OBJECT))
-    corners = None
-    while corners is None:
+    for _ in range(100):
         sides = [int(s) for s in rng.integers(low, high + 1, len(objects))]
         corners = _place(rng, sides, size)
+        if corners is not None:
+            break
         high = max(low, high - 2)  # crowded: shrink until the objects fit
+    else:
+        raise CmcrError(f"cannot fit {len(objects)} objects in a {size}x{size} image; "
+                        f"use a larger image size (64 is the default)")
     boxes = []
     for concept, side, (x, y) in zip(objects, sides, corners):
         alpha = _alpha(concept.shape, side)[..., None]
@@ -174,19 +179,27 @@ def _tone(timbre: str, phase: np.ndarray) -> np.ndarray:
         return 2 * cycle - 1
     if timbre == "triangle":
         return 2 * np.abs(2 * cycle - 1) - 1
-    if timbre == "harmonic":
-        return sum(np.sin(k * angle) / k for k in range(1, 6)) / 1.8
+    if timbre == "harmonic":  # partials 1..5 at 1/k, by sin(kx) = 2cos(x)sin((k-1)x) - sin((k-2)x)
+        twice_cos, previous, current = 2 * np.cos(angle), np.zeros_like(angle), np.sin(angle)
+        total = current.copy()
+        for k in range(2, 6):
+            previous, current = current, twice_cos * current - previous
+            total += current / k
+        return total / 1.8
     if timbre == "bell":  # inharmonic partials, as a struck bell has
-        return (np.sin(angle) + 0.6 * np.sin(2 * np.pi * ((phase * 2.76) % 1.0)).astype(np.float32)
-                + 0.4 * np.sin(2 * np.pi * ((phase * 5.4) % 1.0)).astype(np.float32)) / 2.0
+        partials = [np.sin(np.float32(2 * np.pi) * ((phase * ratio) % 1.0).astype(np.float32))
+                    for ratio in (2.76, 5.4)]
+        return (np.sin(angle) + 0.6 * partials[0] + 0.4 * partials[1]) / 2.0
     return np.sin(angle)  # sine, chirp
 
 
 @lru_cache(maxsize=None)
 def _band_filter(low: float, high: float, sample_rate: int) -> np.ndarray:
+    """Second-order sections of a 4th-order Butterworth band-pass, kept below Nyquist."""
     nyquist = sample_rate / 2
-    return signal.butter(4, [low / nyquist, min(high, 0.9 * nyquist) / nyquist],
-                         btype="band", output="sos")
+    high = min(high, 0.9 * nyquist)
+    low = min(low, 0.5 * high)
+    return signal.butter(4, [low / nyquist, high / nyquist], btype="band", output="sos")
 
 
 def _envelope(rhythm: str, t: np.ndarray, noisy: bool) -> np.ndarray:
@@ -203,33 +216,51 @@ def _envelope(rhythm: str, t: np.ndarray, noisy: bool) -> np.ndarray:
     return np.ones_like(t)
 
 
+_POOL_SECONDS = 20  # noise is cut from fixed 20 s recordings at random offsets (fast)
+
+
+@lru_cache(maxsize=None)
+def _noise_pool(kind: str | tuple[float, float], sample_rate: int) -> np.ndarray:
+    """A fixed, unit-peak float32 noise recording: "pink", "brown" or a (low, high) Hz band.
+
+    Cached pure function of its arguments (its generator has a constant seed), so clips that
+    slice it stay deterministic in their own generator.
+    """
+    n = _POOL_SECONDS * sample_rate
+    white = np.random.default_rng(list(str(kind).encode())).standard_normal(n)
+    if kind == "brown":  # leaky integrator
+        noise = signal.lfilter([1.0], [1.0, -0.995], white)
+    elif kind == "pink":  # 3-pole approximation of a 1/f spectrum
+        noise = signal.lfilter([0.049922, -0.095993, 0.050612, -0.004409],
+                               [1.0, -2.494956, 2.017265, -0.522189], white)
+    else:
+        noise = signal.sosfilt(_band_filter(*kind, sample_rate), white)
+    noise -= noise.mean()
+    return (noise / np.abs(noise).max()).astype(np.float32)
+
+
+def _noise(kind: str | tuple[float, float], rng: np.random.Generator, n: int,
+           sample_rate: int) -> np.ndarray:
+    """(n,) float32 noise of ``kind`` from a random offset (and sign) of its pool."""
+    pool = _noise_pool(kind, sample_rate)
+    if n > len(pool):
+        pool = np.tile(pool, -(-n // len(pool)))
+    start = int(rng.integers(0, len(pool) - n + 1))
+    return pool[start:start + n] * np.float32(rng.choice((-1.0, 1.0)))
+
+
 def synthesize(concept: Concept, rng: np.random.Generator, n: int,
                sample_rate: int) -> np.ndarray:
     """(n,) float32 of one source with peak ~1: the concept's sound with a small pitch jitter."""
-    t = (np.arange(n) / sample_rate).astype(np.float32)
+    t = np.arange(n, dtype=np.float32) / np.float32(sample_rate)
     if concept.timbre == "noise":
-        low, high = concept.noise_band
-        white = rng.standard_normal(n, dtype=np.float32)
-        wave = signal.sosfilt(_band_filter(low, high, sample_rate), white).astype(np.float32)
-        wave /= max(float(np.abs(wave).max()), 1e-6)
+        wave = _noise(tuple(concept.noise_band), rng, n, sample_rate)
     else:
         pitch = concept.pitch * float(np.exp2(rng.uniform(-0.04, 0.04)))
         phase = np.cumsum(_frequency(concept, pitch, t), dtype=np.float64) / sample_rate
         wave = _tone(concept.timbre, phase + rng.uniform())
-    fade = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.01).astype(np.float32)
+    fade = np.minimum(np.float32(1), np.minimum(t, t[::-1]) / np.float32(0.01))
     return (wave * _envelope(concept.rhythm, t, concept.timbre == "noise") * fade).astype(np.float32)
-
-
-def _coloured_noise(rng: np.random.Generator, n: int) -> np.ndarray:
-    """(n,) float32 unit-peak pink-ish or brown noise: the clip's background."""
-    white = rng.standard_normal(n, dtype=np.float32)
-    if rng.uniform() < 0.5:  # brown: leaky integrator
-        noise = signal.lfilter([1.0], [1.0, -0.995], white)
-    else:  # pink: Kellet-style 3-pole approximation of a 1/f spectrum
-        noise = signal.lfilter([0.049922, -0.095993, 0.050612, -0.004409],
-                               [1.0, -2.494956, 2.017265, -0.522189], white)
-    noise -= noise.mean()
-    return (noise / max(float(np.abs(noise).max()), 1e-6)).astype(np.float32)
 
 
 def render_audio(sources: Sequence[Concept], rng: np.random.Generator, seconds: float,
@@ -249,6 +280,7 @@ def render_audio(sources: Sequence[Concept], rng: np.random.Generator, seconds: 
         mix[start:start + length] += gain * synthesize(concept, rng, length, sample_rate)
         records.append({"concept": concept.name, "start": round(start / sample_rate, 4),
                         "end": round((start + length) / sample_rate, 4), "gain": round(gain, 4)})
-    mix += float(rng.uniform(0.02, 0.08)) * _coloured_noise(rng, n)
+    background = "pink" if rng.uniform() < 0.5 else "brown"
+    mix += np.float32(rng.uniform(0.02, 0.08)) * _noise(background, rng, n, sample_rate)
     peak = max(float(np.abs(mix).max()), 1e-6)
     return (mix * (float(rng.uniform(0.5, 0.9)) / peak)).astype(np.float32), records
