@@ -217,3 +217,15 @@ def test_preview_is_written(world, tmp_path):
 def test_too_small_an_image_is_a_clear_error():
     with pytest.raises(CmcrError, match="larger image size"):
         render_image(list(CONCEPTS[:3]), np.random.default_rng(0), size=8)
+
+
+def test_a_manifest_of_another_version_is_refused(world, tmp_path):
+    import json
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(world.root, copy)
+    header = json.loads((copy / "world.json").read_text())
+    (copy / "world.json").write_text(json.dumps({**header, "version": 99}))
+    with pytest.raises(CmcrError, match="version"):
+        load_world(copy)

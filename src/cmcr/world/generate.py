@@ -254,7 +254,15 @@ def load_world(out_dir: str | Path) -> WorldManifest:
     if not header_path.is_file():
         raise CmcrError(f"world manifest {header_path} is missing; generate the world first "
                         f"with generate_world() (or `cmcr demo`)")
-    header = json.loads(header_path.read_text(encoding="utf-8"))
+    try:
+        header = json.loads(header_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise CmcrError(f"world manifest {header_path} is not valid JSON ({error}); "
+                        f"regenerate the world") from error
+    if header.get("format") != "cmcr-world" or header.get("version") != FORMAT_VERSION:
+        raise CmcrError(f"{header_path} is not a version-{FORMAT_VERSION} cmcr world "
+                        f"(format {header.get('format')!r}, version {header.get('version')!r}); "
+                        f"regenerate it with this version of cmcr")
     known = {f.name for f in fields(WorldSizes)}
     sizes = WorldSizes(**{k: v for k, v in header["sizes"].items() if k in known})
     splits = {}
