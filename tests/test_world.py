@@ -157,7 +157,8 @@ def test_localisation_box_belongs_to_the_sounding_object(world):
     for record in world.localisation:
         assert len(record["image_concepts"]) == 2 and len(record["sources"]) == 1
         index = record["sounding_index"]
-        assert record["image_concepts"][index] == record["concept"] == record["sources"][0]["concept"]
+        assert record["image_concepts"][index] == record["concept"]
+        assert record["sources"][0]["concept"] == record["concept"]
         assert record["box"] == record["boxes"][index]
         x0, y0, x1, y1 = record["box"]
         pixels = np.asarray(Image.open(world.path(record["image"])), float)[y0:y1, x0:x1]

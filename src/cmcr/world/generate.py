@@ -212,7 +212,7 @@ def _generate_split(out_dir: Path, seed: int, sizes: WorldSizes, split_index: in
 
 def generate_world(out_dir: str | Path, seed: int = 0, sizes: WorldSizes = WorldSizes(),
                    progress: bool = True) -> WorldManifest:
-    """Write the world under ``out_dir`` (deterministic in seed and sizes) and return its manifest."""
+    """Write the world under ``out_dir`` (same seed and sizes: same bytes); return its manifest."""
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     splits = {name: _generate_split(root, seed, sizes, i, progress)

@@ -1,4 +1,4 @@
-"""A contact sheet of a generated world: images with look captions, spectrograms with sound captions."""
+"""A contact sheet of a world: images with look captions, spectrograms with sound captions."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _spectrogram(wave: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def save_preview(world_dir: str | Path, out_png: str | Path, n_images: int = 16,
                  n_audio: int = 4) -> Path:
-    """Save a PNG grid of the first ``n_images`` clip_train images and ``n_audio`` clap_train clips."""
+    """Save a PNG of the first ``n_images`` clip_train images and ``n_audio`` clap_train clips."""
     from matplotlib.figure import Figure
 
     world = load_world(world_dir)

@@ -260,7 +260,8 @@ def synthesize(concept: Concept, rng: np.random.Generator, n: int,
         phase = np.cumsum(_frequency(concept, pitch, t), dtype=np.float64) / sample_rate
         wave = _tone(concept.timbre, phase + rng.uniform())
     fade = np.minimum(np.float32(1), np.minimum(t, t[::-1]) / np.float32(0.01))
-    return (wave * _envelope(concept.rhythm, t, concept.timbre == "noise") * fade).astype(np.float32)
+    envelope = _envelope(concept.rhythm, t, concept.timbre == "noise")
+    return (wave * envelope * fade).astype(np.float32)
 
 
 def render_audio(sources: Sequence[Concept], rng: np.random.Generator, seconds: float,
