@@ -28,7 +28,7 @@ def add_noise(embeddings: torch.Tensor, variance: float,
 
 def info_nce(left: torch.Tensor, right: torch.Tensor, temperature: float) -> torch.Tensor:
     """Symmetric InfoNCE between unit rows: row i of ``left`` matches row i of ``right``."""
-    logits = left @ right.T / temperature
+    logits = (left / temperature) @ right.T  # scale (n, d), not the (n, n) logits
     targets = torch.arange(len(left), device=left.device)
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
 

@@ -89,9 +89,11 @@ def _top_k_average(query: torch.Tensor, blocks, memory: EmbeddingStore, temperat
         best_index = merged_index.gather(1, keep.indices)
         offset += block.shape[0]
     weights = torch.softmax(best_scores / temperature, dim=1)
-    rows = memory.take(best_index.flatten().cpu().numpy())
-    neighbours = _unit_rows(rows, query.device).view(n, -1, query.shape[1])
-    return torch.einsum("nk,nkd->nd", weights, neighbours)
+    pseudo = torch.zeros_like(query)
+    for column in range(best_index.shape[1]):  # one neighbour at a time: RAM ~ query_chunk x dim
+        neighbours = _unit_rows(memory.take(best_index[:, column].cpu().numpy()), query.device)
+        pseudo.addcmul_(weights[:, column:column + 1], neighbours)
+    return pseudo
 
 
 def retrieve_pseudo_embeddings(
