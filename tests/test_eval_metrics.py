@@ -149,3 +149,22 @@ def test_multi_caption_item_to_text_agrees_with_torchmetrics():
            for s, p in zip(similarity, positives)]
     assert ours["R@5"] == pytest.approx(100 * float(torch.stack(hits).float().mean()))
     assert ours["mAP"] == pytest.approx(100 * float(torch.stack(aps).mean()))
+
+
+def test_cross_fitted_accuracy_survives_labels_that_alternate():
+    from cmcr.eval.metrics import cross_fitted_accuracy
+
+    labels = np.arange(40) % 2 == 0  # the world's counterfactual order: matched on even items
+    scores = labels.astype(float) + np.linspace(0, 0.1, 40)
+    assert cross_fitted_accuracy(scores, labels) == 100.0
+
+
+def test_pointing_game_hand_computed():
+    from cmcr.eval.metrics import pointing_game
+
+    heat = np.zeros((2, 4, 4))
+    heat[0, 1, 1] = 1.0  # inside the box
+    heat[1, 3, 3] = 1.0  # outside
+    gt = np.zeros((2, 4, 4))
+    gt[:, 0:2, 0:2] = 1.0
+    assert pointing_game(heat, gt) == 50.0

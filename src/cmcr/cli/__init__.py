@@ -6,6 +6,7 @@ Each group of sub-commands lives in its own module with a ``register(subparsers)
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Sequence
 
@@ -14,6 +15,7 @@ from cmcr.version import __version__
 
 EPILOG = """\
 examples:
+  cmcr demo --out runs/demo                  # the whole C-MCR story in the built-in world (offline)
   cmcr example --out runs/example            # connect two generated spaces end to end (offline)
   cmcr connect connect.yaml --out runs/clip-clap --set train.epochs=10
   cmcr store info emb/clip_text
@@ -23,8 +25,6 @@ Run 'cmcr COMMAND --help' for each command's options."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cmcr.cli import core
-
     parser = argparse.ArgumentParser(
         prog="cmcr",
         description="Connect multi-modal contrastive representations (C-MCR): learn a joint space "
@@ -32,21 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"cmcr {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    core.register(subparsers)
-    for module_name in OPTIONAL_GROUPS:
-        _register_optional(module_name, subparsers)
+    for module_name in COMMAND_GROUPS:
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 
-# Groups of sub-commands added by other parts of cmcr (encoders, world, eval); each module has
-# register(subparsers) and imports its heavy dependencies only when a command runs.
-OPTIONAL_GROUPS: list[str] = ["cmcr.cli.encoders", "cmcr.cli.evaluate"]
-
-
-def _register_optional(module_name: str, subparsers) -> None:
-    import importlib
-
-    importlib.import_module(module_name).register(subparsers)
+# Groups of sub-commands; each module has register(subparsers) and imports its heavy
+# dependencies only when one of its commands runs.
+COMMAND_GROUPS: list[str] = ["cmcr.cli.world", "cmcr.cli.core", "cmcr.cli.encoders",
+                             "cmcr.cli.evaluate"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -157,6 +157,17 @@ def consensus_iou(heatmap: np.ndarray, gt_map: np.ndarray, threshold: float | No
     return float((predicted * gt_map).sum() / denominator) if denominator > 0 else 0.0
 
 
+def pointing_game(heatmaps: np.ndarray, gt_maps: np.ndarray) -> float:
+    """Share (percent) of heat maps whose maximum falls inside the ground truth (Zhang et al.'s
+    pointing game); a map with several maxima counts the first in row-major order."""
+    heatmaps, gt_maps = np.asarray(heatmaps), np.asarray(gt_maps)
+    if heatmaps.shape != gt_maps.shape:
+        raise ValueError(f"heat maps {heatmaps.shape} and ground truth {gt_maps.shape} differ")
+    flat = heatmaps.reshape(len(heatmaps), -1).argmax(axis=1)
+    hits = gt_maps.reshape(len(gt_maps), -1)[np.arange(len(flat)), flat] > 0
+    return float(100.0 * hits.mean())
+
+
 def localization_metrics(cious: Sequence[float]) -> dict[str, float]:
     """cIoU@0.5 (share of maps with cIoU >= 0.5), mean cIoU and AUC, all in percent.
 
@@ -222,13 +233,18 @@ def threshold_accuracy(scores: Sequence[float], labels: Sequence[bool], threshol
 def cross_fitted_accuracy(scores: Sequence[float], labels: Sequence[bool]) -> float:
     """Accuracy (percent) with a threshold never chosen on the pairs it judges.
 
-    Two folds by position (even / odd indices): each fold's threshold is :func:`best_threshold`
-    on the other fold; the result is the accuracy over all pairs. Deterministic, no randomness.
+    Two folds stratified by label (the k-th positive and the k-th negative go to fold k mod 2, so
+    both folds hold both classes whatever the order): each fold's threshold is
+    :func:`best_threshold` on the other fold; the result is the accuracy over all pairs.
+    Deterministic, no randomness.
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
     correct = np.zeros(len(scores), dtype=bool)
-    folds = np.arange(len(scores)) % 2
+    folds = np.zeros(len(scores), dtype=np.int64)
+    for value in (False, True):
+        members = np.flatnonzero(labels == value)
+        folds[members] = np.arange(len(members)) % 2
     for fold in (0, 1):
         fit, judge = folds != fold, folds == fold
         if not fit.any() or not judge.any():

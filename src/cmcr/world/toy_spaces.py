@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -177,7 +178,7 @@ def _contrastive_training(model: torch.nn.Module, media: dict[str, torch.Tensor]
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
-            epoch_loss += float(loss)
+            epoch_loss += float(loss.detach())
             bar.update(1)
             bar.set_postfix(loss=f"{epoch_loss / (step + 1):.3f}")
         losses.append(epoch_loss / max(1, steps))
@@ -186,3 +187,26 @@ def _contrastive_training(model: torch.nn.Module, media: dict[str, torch.Tensor]
     return losses
 
 
+
+
+def world_words(captions: Sequence[str]) -> list[str]:
+    """The words of the world's captions: each becomes one token of the toy tokenizers."""
+    return sorted({word for caption in captions for word in re.findall(r"[a-z]+", caption.lower())})
+
+
+def train_spaces(world_dir: str | Path, out_dir: str | Path, clip: ToyTraining | None = None,
+                 clap: ToyTraining | None = None, progress: bool = True) -> dict[str, Path]:
+    """Build and train both toy spaces on a generated world; ``out_dir/toy-clip``, ``toy-clap``."""
+    from cmcr.world.generate import load_world
+
+    world = load_world(world_dir)
+    words = world_words([r["caption"] for split in (world.clip_train, world.clap_train,
+                                                    world.connect_texts) for r in split])
+    out_dir = Path(out_dir)
+    clip_dir = build_toy_clip(out_dir / "toy-clip", words, image_size=world.sizes.image_size)
+    train_toy_space("clip", clip_dir, [str(world.path(r["image"])) for r in world.clip_train],
+                    [r["caption"] for r in world.clip_train], clip, progress)
+    clap_dir = build_toy_clap(out_dir / "toy-clap", words)
+    train_toy_space("clap", clap_dir, [str(world.path(r["audio"])) for r in world.clap_train],
+                    [r["caption"] for r in world.clap_train], clap, progress)
+    return {"clip": clip_dir, "clap": clap_dir}

@@ -1,0 +1,54 @@
+"""What C-MCR is judged against in the built-in world (all on frozen-space embeddings).
+
+- text pivot: audio -> its best caption in CLAP -> that caption in CLIP -> images;
+- linear map: least squares from CLAP text to CLIP text, applied to audio;
+- paired pairs: true audio-image pairs (sharing a concept), which C-MCR never gets, for the
+  paired upper bound.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def text_pivot(audio_clap: np.ndarray, texts_clap: np.ndarray, texts_clip: np.ndarray) -> np.ndarray:
+    """Audio rows (CLAP) -> the CLIP embedding of each clip's nearest caption: (n, d_clip)."""
+    nearest = np.argmax(audio_clap @ texts_clap.T, axis=1)
+    return texts_clip[nearest]
+
+
+def fit_linear_map(source: np.ndarray, target: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
+    """Ridge least squares W (bias row last): [source, 1] @ W ~ target."""
+    design = np.hstack([source, np.ones((len(source), 1))])
+    gram = design.T @ design + ridge * np.eye(design.shape[1])
+    return np.linalg.solve(gram, design.T @ target)
+
+
+def apply_linear_map(weights: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return _unit(np.hstack([rows, np.ones((len(rows), 1))]) @ weights)
+
+
+def concept_pairs(image_concepts: Sequence[str], audio_concepts: Sequence[str]
+                  ) -> list[tuple[int, int]]:
+    """True (image, audio) pairs sharing their first concept: every audio item with an image of
+    its concept and every image with an audio item of its concept (round robin, no repeats)."""
+    def partners(concepts: Sequence[str]) -> dict[str, list[int]]:
+        table: dict[str, list[int]] = {}
+        for index, concept in enumerate(concepts):
+            table.setdefault(concept, []).append(index)
+        return table
+
+    images, audio = partners(image_concepts), partners(audio_concepts)
+    pairs: dict[tuple[int, int], None] = {}
+    for concept in sorted(set(images) & set(audio)):
+        for rank, audio_index in enumerate(audio[concept]):
+            pairs[(images[concept][rank % len(images[concept])], audio_index)] = None
+        for rank, image_index in enumerate(images[concept]):
+            pairs[(image_index, audio[concept][rank % len(audio[concept])])] = None
+    return list(pairs)

@@ -1,0 +1,297 @@
+"""``cmcr demo``: the whole C-MCR story in the built-in world, offline.
+
+1. generate the world; 2. embed it with the two toy spaces (trained on disjoint data);
+3. connect them with texts plus unpaired image and audio memories only; 4. judge the emergent
+audio-image pair on held-out scenes against baselines, ablations and a paired upper bound.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cmcr.config import ConnectConfig
+from cmcr.connect import connect
+from cmcr.eval import metrics
+from cmcr.eval.tasks import heatmaps
+from cmcr.model import ConnectedModel
+from cmcr.runtime import run_record, write_json
+from cmcr.spaces import load_space
+from cmcr.world import baselines
+from cmcr.world.concepts import CONCEPTS
+from cmcr.world.generate import WorldManifest, WorldSizes, generate_world, load_world
+from cmcr.world.stages import FrozenEmbeddings, embed_world, prompt_embeddings, records_field
+from cmcr.world.toy_spaces import packaged_space_dir
+
+ABLATIONS = {"no_noise": {"use_noise": False}, "no_memory": {"use_memory": False},
+             "no_intra": {"use_intra": False}}
+IMAGE_PROMPT = "a photo of a {}"
+AUDIO_PROMPT = "the sound of a {}"
+
+
+@dataclass
+class DemoSettings:
+    """What the demo runs; the connection uses the paper's method settings."""
+
+    seed: int = 0
+    sizes: WorldSizes = field(default_factory=WorldSizes)
+    epochs: int = 30
+    batch_size: int = 256
+    temperature: float = 0.05  # InfoNCE temperature (see README: 0.01 is tuned for batch 4096)
+    projector: dict[str, Any] = field(default_factory=lambda: {"hidden": 256, "out_dim": 32,
+                                                               "layers": 2})
+    spaces_dir: str | None = None  # toy spaces; default: the weights shipped in the package
+    workers: int = 0
+
+
+def _timed(timings: dict[str, float], name: str):
+    class _Timer:
+        def __enter__(self):
+            self.start = time.perf_counter()
+
+        def __exit__(self, *_):
+            timings[name] = round(time.perf_counter() - self.start, 2)
+    return _Timer()
+
+
+def prepare_world(out_dir: Path, settings: DemoSettings, progress: bool) -> WorldManifest:
+    """Generate the world, or reuse the one already in ``out_dir/world`` for the same settings."""
+    world_dir = out_dir / "world"
+    if (world_dir / "world.json").exists():
+        world = load_world(world_dir)
+        if world.seed == settings.seed and asdict(world.sizes) == asdict(settings.sizes):
+            return world
+    return generate_world(world_dir, seed=settings.seed, sizes=settings.sizes, progress=progress)
+
+
+def load_toy_spaces(settings: DemoSettings) -> dict[str, Any]:
+    root = Path(settings.spaces_dir) if settings.spaces_dir else None
+    return {kind: load_space(f"{kind}:{(root / f'toy-{kind}') if root else packaged_space_dir(kind)}",
+                             device="cpu")
+            for kind in ("clip", "clap")}
+
+
+def _connect_config(stores: dict[str, Path], settings: DemoSettings,
+                    method: dict[str, Any]) -> ConnectConfig:
+    return ConnectConfig.from_dict({
+        "shared_modality": "text",
+        "spaces": {
+            "clip": {"queries": str(stores["clip_text"]), "memory": str(stores["clip_image_memory"]),
+                     "memory_modality": "image"},
+            "clap": {"queries": str(stores["clap_text"]), "memory": str(stores["clap_audio_memory"]),
+                     "memory_modality": "audio"},
+        },
+        "train": {"epochs": settings.epochs, "batch_size": settings.batch_size, "seed": settings.seed},
+        "method": {"temperature": settings.temperature, **method},
+        "projector": settings.projector,
+    })
+
+
+def train_connections(frozen: FrozenEmbeddings, out_dir: Path, settings: DemoSettings,
+                      progress: bool) -> dict[str, ConnectedModel]:
+    """C-MCR and its ablations, each through ``cmcr.connect`` (pseudo pairs cached once)."""
+    variants = {"cmcr": {}, **ABLATIONS}
+    return {name: connect(_connect_config(frozen.stores, settings, method), out_dir / "models" / name,
+                          device="cpu", cache_dir=out_dir / "cache", progress=progress)
+            for name, method in variants.items()}
+
+
+def train_paired_upper_bound(world: WorldManifest, frozen: FrozenEmbeddings, out_dir: Path,
+                             settings: DemoSettings, progress: bool) -> ConnectedModel:
+    """The same projectors trained on true audio-image pairs (which C-MCR never gets)."""
+    pairs = baselines.concept_pairs([c[0] for c in records_field(world, "image_memory", "concepts")],
+                                    [c[0] for c in records_field(world, "audio_memory", "concepts")])
+    image_rows, audio_rows = (np.array(index) for index in zip(*pairs))
+    paired = out_dir / "paired"
+    paired.mkdir(parents=True, exist_ok=True)
+    np.save(paired / "images.npy", frozen["clip_image_memory"][image_rows])
+    np.save(paired / "audio.npy", frozen["clap_audio_memory"][audio_rows])
+    config = _connect_config(frozen.stores, settings, {"use_memory": False})
+    config.shared_modality = "pair"
+    config.spaces["clip"].queries, config.spaces["clip"].memory_modality = str(paired / "images.npy"), "image"
+    config.spaces["clap"].queries, config.spaces["clap"].memory_modality = str(paired / "audio.npy"), "audio"
+    return connect(config, out_dir / "models" / "paired_upper_bound", device="cpu",
+                   cache_dir=out_dir / "cache", progress=progress)
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+def concept_positives(audio_concepts: list[str], image_concepts: list[str]) -> np.ndarray:
+    """Image j is a positive for audio i when j's sounding concept is i's concept."""
+    return np.array(audio_concepts)[:, None] == np.array(image_concepts)[None, :]
+
+
+def both_directions(audio: np.ndarray, image: np.ndarray, positives: np.ndarray) -> dict[str, Any]:
+    return {"audio_to_image": metrics.retrieval_metrics(audio @ image.T, positives),
+            "image_to_audio": metrics.retrieval_metrics(image @ audio.T, positives.T)}
+
+
+def chance_both_directions(positives: np.ndarray) -> dict[str, Any]:
+    def mean_chance(matrix: np.ndarray) -> dict[str, float]:
+        rows = [metrics.chance_retrieval_metrics(matrix.shape[1], int(count))
+                for count in matrix.sum(axis=1)]
+        return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+    return {"audio_to_image": mean_chance(positives), "image_to_audio": mean_chance(positives.T)}
+
+
+def project(model: ConnectedModel, space: str, rows: np.ndarray) -> np.ndarray:
+    return model.project(space, rows).numpy()
+
+
+def emergent_retrieval(models: dict[str, ConnectedModel], frozen: FrozenEmbeddings,
+                       positives: np.ndarray) -> dict[str, Any]:
+    """audio<->image on the held-out pairs for every method (metrics.json's ``methods``)."""
+    image, audio = frozen["test_image"], frozen["test_audio"]
+    results = {name: both_directions(project(m, "clap", audio), project(m, "clip", image), positives)
+               for name, m in models.items()}
+    clip_text, clap_text = frozen["clip_text"], frozen["clap_text"]
+    results["text_pivot"] = both_directions(baselines.text_pivot(audio, clap_text, clip_text),
+                                            image, positives)
+    linear = baselines.fit_linear_map(clap_text, clip_text)
+    results["linear_map"] = both_directions(baselines.apply_linear_map(linear, audio), image,
+                                            positives)
+    results["chance"] = chance_both_directions(positives)
+    return results
+
+
+def _zero_shot_top1(rows: np.ndarray, prompts: np.ndarray, names: list[str],
+                    present: list[list[str]]) -> float:
+    """Share of items whose best prompt names a concept present in the item (percent)."""
+    predicted = np.argmax(rows @ prompts.T, axis=1)
+    return float(100.0 * np.mean([names[p] in concepts for p, concepts in zip(predicted, present)]))
+
+
+def retention(model: ConnectedModel, spaces: dict[str, Any], world: WorldManifest,
+              frozen: FrozenEmbeddings) -> dict[str, Any]:
+    """Zero-shot image->text and audio->text inside the joint space vs the original spaces."""
+    names = [c.name for c in CONCEPTS]
+    image_prompts = prompt_embeddings(spaces["clip"], names, IMAGE_PROMPT)
+    audio_prompts = prompt_embeddings(spaces["clap"], names, AUDIO_PROMPT)
+    image, audio = frozen["test_image"], frozen["test_audio"]
+    in_image = records_field(world, "test_pairs", "image_concepts")
+    in_audio = records_field(world, "test_pairs", "audio_concepts")
+    return {
+        "image_text_top1": {
+            "original": _zero_shot_top1(image, image_prompts, names, in_image),
+            "joint": _zero_shot_top1(project(model, "clip", image),
+                                     project(model, "clip", image_prompts), names, in_image)},
+        "audio_text_top1": {
+            "original": _zero_shot_top1(audio, audio_prompts, names, in_audio),
+            "joint": _zero_shot_top1(project(model, "clap", audio),
+                                     project(model, "clap", audio_prompts), names, in_audio)},
+        "chance_top1": 100.0 / len(names),
+    }
+
+
+def localisation_maps(model: ConnectedModel, patches: torch.Tensor, audio: np.ndarray,
+                      size: int) -> np.ndarray:
+    """Heat maps (n, size, size): projected audio against projected CLIP patch tokens."""
+    n, count, dim = patches.shape
+    joint = project(model, "clip", patches.reshape(n * count, dim).numpy()).reshape(n, count, -1)
+    return heatmaps(joint, project(model, "clap", audio), size=size)
+
+
+def _box_map(box: list[int], size: int) -> np.ndarray:
+    return metrics.boxes_to_map([[v / size for v in box]], (size, size))
+
+
+def sounding_preferred(maps: np.ndarray, sounding: list[np.ndarray], silent: list[np.ndarray]
+                       ) -> float:
+    """Share (percent) of two-object scenes whose heat map is higher, on average, inside the
+    sounding object's box than inside the silent one's (chance 50)."""
+    wins = [(heat * s).sum() / s.sum() > (heat * q).sum() / q.sum()
+            for heat, s, q in zip(maps, sounding, silent)]
+    return float(100.0 * np.mean(wins))
+
+
+def localisation_scores(maps: np.ndarray, sounding: list[np.ndarray], silent: list[np.ndarray]
+                        ) -> dict[str, float]:
+    return {**metrics.localization_metrics([metrics.consensus_iou(h, g)
+                                            for h, g in zip(maps, sounding)]),
+            "pointing": metrics.pointing_game(maps, np.stack(sounding)),
+            "sounding_preferred": sounding_preferred(maps, sounding, silent)}
+
+
+def localisation(models: dict[str, ConnectedModel], patches: torch.Tensor, world: WorldManifest,
+                 frozen: FrozenEmbeddings) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Heat maps of the sounding object in two-object scenes: cIoU@0.5 / mean cIoU / AUC
+    (EZ-VSL), pointing game, and how often the sounding object beats the silent one."""
+    size = world.sizes.image_size
+    sounding = [_box_map(r["box"], size) for r in world.localisation]
+    silent = [_box_map(r["boxes"][1 - r["sounding_index"]], size) for r in world.localisation]
+    results, maps = {}, {}
+    for name, model in models.items():
+        maps[name] = localisation_maps(model, patches, frozen["localisation_audio"], size)
+        results[name] = localisation_scores(maps[name], sounding, silent)
+    centre = (size - 1) / 2
+    prior = np.fromfunction(lambda y, x: -((y - centre) ** 2 + (x - centre) ** 2), (size, size))
+    results["centre_prior"] = localisation_scores(np.stack([prior] * len(sounding)), sounding,
+                                                  silent)
+    return results, maps
+
+
+def counterfactual(models: dict[str, ConnectedModel], world: WorldManifest,
+                   frozen: FrozenEmbeddings) -> dict[str, Any]:
+    """Does this sound belong to this image? AP, max-F1, cross-fitted accuracy per method."""
+    labels = np.array(records_field(world, "counterfactual", "label"), dtype=bool)
+    image, audio = frozen["counterfactual_image"], frozen["counterfactual_audio"]
+    results = {}
+    for name, model in models.items():
+        scores = np.sum(project(model, "clip", image) * project(model, "clap", audio), axis=1)
+        results[name] = metrics.recognition_metrics(scores, labels)
+    rate = 100.0 * labels.mean()
+    results["chance"] = {"AP": rate, "max-F1": 200 * rate / (100 + rate),
+                         "accuracy": max(rate, 100 - rate)}
+    return results
+
+
+# -- the whole run -------------------------------------------------------------------------------
+def run_demo(out_dir: str | Path, settings: DemoSettings | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Run every stage; write ``metrics.json``, ``report.md`` and figures in ``out_dir``."""
+    from cmcr.world.report import write_figures, write_report
+
+    settings = settings or DemoSettings()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
+    timings: dict[str, float] = {}
+    with _timed(timings, "world"):
+        world = prepare_world(out_dir, settings, progress)
+    spaces = load_toy_spaces(settings)
+    with _timed(timings, "embed"):
+        frozen = embed_world(world, spaces, out_dir / "emb", progress, settings.workers)
+        localisation_images = [str(world.path(p)) for p in records_field(world, "localisation", "image")]
+        patches = spaces["clip"].embed_image_patches(localisation_images)
+    with _timed(timings, "connect"):
+        models = train_connections(frozen, out_dir, settings, progress)
+        models["paired_upper_bound"] = train_paired_upper_bound(world, frozen, out_dir, settings,
+                                                                progress)
+    with _timed(timings, "evaluate"):
+        positives = concept_positives(records_field(world, "test_pairs", "concept"),
+                                      records_field(world, "test_pairs", "concept"))
+        judged = {k: models[k] for k in ("cmcr", "paired_upper_bound")}
+        local, maps = localisation(judged, patches, world, frozen)
+        results = {
+            "seed": settings.seed,
+            "world": asdict(settings.sizes),
+            "test_pairs": len(world.test_pairs),
+            "methods": emergent_retrieval(models, frozen, positives),
+            "retention": retention(models["cmcr"], spaces, world, frozen),
+            "localisation": local,
+            "counterfactual": counterfactual(judged, world, frozen),
+        }
+        upper = results["methods"]["paired_upper_bound"]["audio_to_image"]["R@1"]
+        results["cmcr_to_upper_bound_R@1"] = (
+            results["methods"]["cmcr"]["audio_to_image"]["R@1"] / upper if upper else None)
+    with _timed(timings, "figures"):
+        write_figures(out_dir, world, frozen, models["cmcr"], maps["cmcr"], positives)
+    results["seconds"] = timings
+    write_json(out_dir / "metrics.json", results)
+    write_report(out_dir, results)
+    write_json(out_dir / "run.json", run_record(asdict(settings)))
+    return results

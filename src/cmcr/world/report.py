@@ -1,0 +1,179 @@
+"""The demo's outputs for people: a terminal table, report.md and PNG figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cmcr.eval.figures import _pyplot, plot_heatmaps
+from cmcr.model import ConnectedModel
+from cmcr.world.generate import WorldManifest
+from cmcr.world.stages import FrozenEmbeddings, records_field
+
+METHOD_ORDER = ["cmcr", "paired_upper_bound", "text_pivot", "linear_map", "no_noise",
+                "no_memory", "no_intra", "chance"]
+COLUMNS = ["R@1", "R@5", "R@10", "mAP"]
+
+
+def retrieval_table(results: dict[str, Any], direction: str, markdown: bool = False) -> str:
+    """Methods x R@1/R@5/R@10/mAP for one direction."""
+    methods = [m for m in METHOD_ORDER if m in results["methods"]]
+    rows = [[m] + [f"{results['methods'][m][direction][c]:.1f}" for c in COLUMNS] for m in methods]
+    return _table(["method"] + COLUMNS, rows, markdown)
+
+
+def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    fmt = lambda r: "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w)  # noqa: E731
+                              for i, (v, w) in enumerate(zip(r, widths)))
+    return "\n".join([fmt(header)] + [fmt(r) for r in rows])
+
+
+def _metric_rows(block: dict[str, dict[str, float]]) -> tuple[list[str], list[list[str]]]:
+    keys = list(next(iter(block.values())))
+    return ["method"] + keys, [[name] + [f"{values[k]:.1f}" for k in keys]
+                               for name, values in block.items()]
+
+
+def summary_text(results: dict[str, Any], markdown: bool = False) -> str:
+    """Everything the demo measured, as tables."""
+    retention = results["retention"]
+    retention_rows = [["image -> text (CLIP)", f"{retention['image_text_top1']['original']:.1f}",
+                       f"{retention['image_text_top1']['joint']:.1f}"],
+                      ["audio -> text (CLAP)", f"{retention['audio_text_top1']['original']:.1f}",
+                       f"{retention['audio_text_top1']['joint']:.1f}"]]
+    parts = [
+        f"audio -> image retrieval, {results['test_pairs']} held-out pairs never seen in "
+        "training (percent; positives: images of the sound's concept)",
+        retrieval_table(results, "audio_to_image", markdown), "",
+        "image -> audio retrieval", retrieval_table(results, "image_to_audio", markdown), "",
+        "retention: zero-shot top-1 (percent) in the original space vs the joint space "
+        f"(chance {retention['chance_top1']:.1f})",
+        _table(["task", "original", "joint"], retention_rows, markdown), "",
+        "sound-source localisation (percent)", _table(*_metric_rows(results["localisation"]),
+                                                      markdown), "",
+        "counterfactual recognition (percent)", _table(*_metric_rows(results["counterfactual"]),
+                                                       markdown),
+    ]
+    ratio = results.get("cmcr_to_upper_bound_R@1")
+    if ratio is not None:
+        parts += ["", f"C-MCR reaches {100 * ratio:.0f}% of the paired upper bound's audio->image R@1."]
+    return "\n".join(parts)
+
+
+def write_report(out_dir: Path, results: dict[str, Any]) -> Path:
+    seconds = ", ".join(f"{k} {v:.0f} s" for k, v in results["seconds"].items())
+    text = "\n".join([
+        f"# cmcr demo — seed {results['seed']}", "",
+        "Two toy spaces trained on disjoint data (a CLIPModel on image/look-caption pairs, a "
+        "ClapModel on audio/sound-caption pairs), connected by C-MCR through texts plus unpaired "
+        "image and audio memories, judged on audio-image pairs no stage ever saw.", "",
+        summary_text(results, markdown=True), "",
+        "## Figures", "",
+        "![retrieval](retrieval_grid.png)", "", "![similarity](similarity_matrix.png)", "",
+        "![localisation](localisation.png)", "", "![joint space](joint_space.png)", "",
+        f"Time: {seconds}.", ""])
+    path = out_dir / "report.md"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# -- figures ---------------------------------------------------------------------------------------
+def write_figures(out_dir: Path, world: WorldManifest, frozen: FrozenEmbeddings,
+                  model: ConnectedModel, maps: np.ndarray, positives: np.ndarray) -> None:
+    image = model.project("clip", frozen["test_image"]).numpy()
+    audio = model.project("clap", frozen["test_audio"]).numpy()
+    similarity = audio @ image.T
+    concepts = records_field(world, "test_pairs", "concept")
+    retrieval_grid(world, similarity, positives, out_dir / "retrieval_grid.png")
+    similarity_matrix(similarity, concepts, out_dir / "similarity_matrix.png")
+    localisation_figure(world, maps, out_dir / "localisation.png")
+    joint_space_map(image, audio, model.project("clip", frozen["clip_text"][:300]).numpy(),
+                    out_dir / "joint_space.png")
+
+
+def retrieval_grid(world: WorldManifest, similarity: np.ndarray, positives: np.ndarray,
+                   path: Path, queries: int = 6, top: int = 5) -> Path:
+    """Audio queries (spectrograms) and their top images, green when of the sound's concept."""
+    import soundfile
+
+    from PIL import Image
+
+    plt = _pyplot()
+    records = world.test_pairs
+    figure, axes = plt.subplots(queries, top + 1, figsize=(1.6 * (top + 1), 1.6 * queries))
+    for row, query in enumerate(np.linspace(0, len(records) - 1, queries).astype(int)):
+        samples, rate = soundfile.read(world.path(records[query]["audio"]))
+        axes[row][0].specgram(samples, Fs=rate, NFFT=256, noverlap=128, cmap="magma")
+        axes[row][0].set_title(f"sound: {records[query]['concept']}", fontsize=7)
+        for column, index in enumerate(np.argsort(-similarity[query])[:top], start=1):
+            axis = axes[row][column]
+            axis.imshow(Image.open(world.path(records[index]["image"])))
+            colour = "green" if positives[query, index] else "red"
+            axis.set_title(records[index]["concept"], fontsize=7, color=colour)
+            for spine in axis.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(2)
+        for axis in axes[row]:
+            axis.set_xticks([])
+            axis.set_yticks([])
+    figure.suptitle("C-MCR: audio queries and their top images (never paired in training)",
+                    fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def similarity_matrix(similarity: np.ndarray, concepts: list[str], path: Path) -> Path:
+    """The audio x image similarity of the test pairs, sorted by concept (blocks = success)."""
+    plt = _pyplot()
+    order = np.argsort(np.array(concepts), kind="stable")
+    figure, axis = plt.subplots(figsize=(6, 5.4))
+    shown = axis.imshow(similarity[np.ix_(order, order)], cmap="viridis")
+    axis.set_xlabel("images (sorted by concept)")
+    axis.set_ylabel("audio clips (sorted by concept)")
+    axis.set_title("joint-space audio x image cosine similarity")
+    figure.colorbar(shown, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def localisation_figure(world: WorldManifest, maps: np.ndarray, path: Path, count: int = 8) -> Path:
+    from PIL import Image
+
+    records = world.localisation[:count]
+    size = world.sizes.image_size
+    images = [Image.open(world.path(r["image"])).convert("RGB") for r in records]
+    boxes = [[[v / size for v in r["box"]]] for r in records]
+    titles = [f"sound: {r['concept']}" for r in records]
+    return plot_heatmaps(images, maps[:count], boxes, titles, path)
+
+
+def joint_space_map(image: np.ndarray, audio: np.ndarray, text: np.ndarray, path: Path) -> Path:
+    """A 2-D PCA map of the joint space, coloured by modality."""
+    plt = _pyplot()
+    rows = np.vstack([image, audio, text])
+    centred = rows - rows.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    points = centred @ components[:2].T
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    start = 0
+    for label, block, colour in (("image", image, "tab:blue"), ("audio", audio, "tab:orange"),
+                                 ("text", text, "tab:green")):
+        chunk = points[start:start + len(block)]
+        axis.scatter(chunk[:, 0], chunk[:, 1], s=6, alpha=0.6, label=label, color=colour)
+        start += len(block)
+    axis.legend()
+    axis.set_title("joint space (PCA), coloured by modality")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,71 @@
+"""The demo's stages on disk: the world's files embedded into stores by the toy spaces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cmcr.embed import InputItem, embed_items
+from cmcr.errors import CmcrError
+from cmcr.spaces.base import Space
+from cmcr.store import open_store
+from cmcr.world.generate import WorldManifest
+
+# store name -> (space, modality, split, record field); texts take the caption itself
+EMBEDDINGS: dict[str, tuple[str, str, str, str]] = {
+    "clip_text": ("clip", "text", "connect_texts", "caption"),
+    "clap_text": ("clap", "text", "connect_texts", "caption"),
+    "clip_image_memory": ("clip", "image", "image_memory", "image"),
+    "clap_audio_memory": ("clap", "audio", "audio_memory", "audio"),
+    "test_image": ("clip", "image", "test_pairs", "image"),
+    "test_audio": ("clap", "audio", "test_pairs", "audio"),
+    "localisation_audio": ("clap", "audio", "localisation", "audio"),
+    "counterfactual_image": ("clip", "image", "counterfactual", "image"),
+    "counterfactual_audio": ("clap", "audio", "counterfactual", "audio"),
+}
+
+
+@dataclass
+class FrozenEmbeddings:
+    """Every store the demo needs, as in-RAM arrays (the world is small)."""
+
+    stores: dict[str, Path]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return open_store(self.stores[name]).to_numpy()
+
+
+def _items(world: WorldManifest, split: str, field: str) -> list[InputItem]:
+    records = getattr(world, split)
+    if field == "caption":
+        return [InputItem(r["id"], r["caption"]) for r in records]
+    return [InputItem(r["id"], str(world.path(r[field]))) for r in records]
+
+
+def embed_world(world: WorldManifest, spaces: dict[str, Space], out_dir: Path,
+                progress: bool = True, workers: int = 0) -> FrozenEmbeddings:
+    """Embed every split the demo uses through ``cmcr embed``'s own pipeline (resumable)."""
+    stores = {}
+    for name, (space_name, modality, split, field) in EMBEDDINGS.items():
+        path = out_dir / name
+        stores[name] = path
+        if (path / "store.json").exists() and open_store(path).info.complete:
+            continue
+        summary = embed_items(spaces[space_name], modality, _items(world, split, field), path,
+                              batch_size=128, workers=workers, progress=progress)
+        if summary.errors:
+            raise CmcrError(f"{path}: {len(summary.errors)} world files could not be embedded, "
+                            f"first: {summary.errors[0]}")
+    return FrozenEmbeddings(stores)
+
+
+def prompt_embeddings(space: Space, names: list[str], template: str) -> np.ndarray:
+    """Zero-shot prompts ("a photo of a {}") of every concept: (concepts, d) unit rows."""
+    return space.embed("text", [template.format(name) for name in names]).numpy()
+
+
+def records_field(world: WorldManifest, split: str, field: str) -> list[Any]:
+    return [record[field] for record in getattr(world, split)]
