@@ -14,7 +14,6 @@ from cmcr.embed import ERRORS_FILE, collect_inputs, embed_items, grid_batches
 from cmcr.errors import InputError, StoreError
 from cmcr.spaces import load_space
 from cmcr.store import open_store
-from tiny_models import assets_dir, tiny_clip_dir  # noqa: F401
 
 
 class Interrupt(Exception):

@@ -14,7 +14,6 @@ from cmcr.config import ModelConfig, ProjectorConfig, SpaceSpec
 from cmcr.eval.tasks import TASKS
 from cmcr.model import ConnectedModel
 from cmcr.store import write_store
-from tiny_models import tiny_clap_dir, tiny_clip_dir  # noqa: F401  (fixtures)
 
 
 def _save_model(directory, spaces: dict[str, list[str]], shared: str, shared_space: str):

@@ -12,7 +12,6 @@ from PIL import Image
 
 from cmcr.errors import InputError, MissingDependencyError
 from cmcr.processing import load_audio, load_image, read_texts, to_rgb
-from tiny_models import assets_dir  # noqa: F401  (fixture)
 
 
 # -- images --------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from cmcr.encoders import JointEmbedder, similarity
 from cmcr.errors import ConfigError
 from cmcr.model import ConnectedModel
 from cmcr.spaces import load_space
-from tiny_models import assets_dir, tiny_clap_dir, tiny_clip_dir  # noqa: F401
 
 
 @pytest.fixture(scope="module")

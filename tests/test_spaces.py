@@ -12,7 +12,6 @@ from cmcr.errors import ConfigError, InputError
 from cmcr.spaces import MODALITIES, load_space
 from cmcr.spaces.clap import centre_crop
 from cmcr.store import write_store
-from tiny_models import assets_dir, tiny_clap_dir, tiny_clap_unfused_dir, tiny_clip_dir  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -1,45 +1,18 @@
 """Tiny CLIP and CLAP checkpoints built locally, saved like real ones, loaded through from_pretrained.
 
 Nothing is downloaded: the tokenizers are byte-level BPE with only the 256 byte symbols (no merges),
-which CLIPTokenizer and RobertaTokenizer accept (see shared/reference/NOTES.md).
+which CLIPTokenizer and RobertaTokenizer accept (see shared/reference/NOTES.md). Registered as a
+pytest plugin in conftest.py, so its fixtures are available to every test.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-
-def _byte_symbols() -> list[str]:
-    """GPT-2's reversible byte -> printable character table (the 256 base BPE symbols)."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
-    codes, extra = [], 0
-    for byte in range(256):
-        if byte in printable:
-            codes.append(byte)
-        else:
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(code) for code in codes]
-
-
-def _clip_image_processor_class():
-    """The PIL image processor when transformers has one (no torchvision needed), else the default."""
-    try:
-        from transformers import CLIPImageProcessorPil
-        return CLIPImageProcessorPil
-    except ImportError:
-        from transformers import CLIPImageProcessor
-        return CLIPImageProcessor
-
-
-def _write_bpe(directory: Path, vocab: list[str]) -> None:
-    (directory / "vocab.json").write_text(json.dumps({s: i for i, s in enumerate(vocab)}),
-                                          encoding="utf-8")
-    (directory / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+from cmcr.spaces.clip import clip_image_processor
+from cmcr.world.tokenizer import write_bpe_files
 
 
 def build_tiny_clip(directory: str | Path, *, image_size: int = 32, patch_size: int = 8,
@@ -49,18 +22,16 @@ def build_tiny_clip(directory: str | Path, *, image_size: int = 32, patch_size: 
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    symbols = _byte_symbols()
-    vocab = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
-    _write_bpe(directory, vocab)
+    write_bpe_files(directory, style="clip")
     tokenizer = CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
-    image_processor = _clip_image_processor_class()(size={"shortest_edge": image_size},
-                                         crop_size={"height": image_size, "width": image_size})
+    vocab_size = len(tokenizer)
+    image_processor = clip_image_processor(image_size)
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+        text_config=dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
-                         bos_token_id=len(vocab) - 2, eos_token_id=len(vocab) - 1,
-                         pad_token_id=len(vocab) - 1),
+                         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+                         pad_token_id=vocab_size - 1),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                            num_attention_heads=2, image_size=image_size, patch_size=patch_size),
         projection_dim=16)
@@ -79,16 +50,14 @@ def build_tiny_clap(directory: str | Path, *, fused: bool = True, seed: int = 0)
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    vocab = specials + _byte_symbols()
-    _write_bpe(directory, vocab)
+    write_bpe_files(directory, style="roberta")
     tokenizer = RobertaTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
     extractor = ClapFeatureExtractor(feature_size=64, sampling_rate=16000, hop_length=320,
                                      max_length_s=1, fft_window_size=1024, frequency_max=8000,
                                      truncation="fusion" if fused else "rand_trunc")
     ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(directory)
     config = ClapConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=80,
                          pad_token_id=1, bos_token_id=0, eos_token_id=2, projection_dim=16),
         audio_config=dict(num_mel_bins=64, spec_size=64, patch_size=4, patch_stride=(4, 4),
@@ -100,7 +69,7 @@ def build_tiny_clap(directory: str | Path, *, fused: bool = True, seed: int = 0)
     return directory
 
 
-# -- session fixtures (import them into a test module to use them) ----------------------------------
+# -- session fixtures ----------------------------------
 import pytest  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "assets"

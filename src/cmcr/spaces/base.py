@@ -148,3 +148,61 @@ def load_pretrained(loader: Any, name_or_path: str, what: str, **kwargs: Any) ->
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"cannot load {what} from '{name_or_path}': {first_line} (pass a local "
                           "directory, or a hub id that is cached or reachable)") from None
+
+
+class TransformersSpace(Space):
+    """A space backed by a transformers two-tower checkpoint (CLIP, CLAP, ...).
+
+    Subclasses name their classes as data; the config, processor and each tower load lazily
+    (``load_space`` reads nothing, ``dim`` reads the config, the first ``embed`` of a modality
+    loads only that tower).
+    """
+
+    kind: str
+    label: str  # "CLIP", "CLAP": used in messages
+    config_class: str  # e.g. "CLIPConfig"
+    processor_class: str  # e.g. "CLIPProcessor"
+    tower_classes: dict[str, tuple[str, str]]  # modality -> (model class, sub-config attribute)
+
+    def __init__(self, name_or_path: str, *, device: str | torch.device | None = "auto",
+                 dtype: str | torch.dtype | None = None, name: str | None = None):
+        from cmcr.runtime import resolve_device
+
+        self.name_or_path = str(name_or_path)
+        self.name = name or f"{self.kind}:{self.name_or_path}"
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self._config: Any = None
+        self._processor: Any = None
+        self._towers: dict[str, torch.nn.Module] = {}
+
+    @property
+    def config(self) -> Any:
+        if self._config is None:
+            loader = getattr(require_transformers(), self.config_class)
+            self._config = load_pretrained(loader, self.name_or_path, f"a {self.label} config")
+        return self._config
+
+    @property
+    def dim(self) -> int:
+        return int(self.config.projection_dim)
+
+    @property
+    def processor(self) -> Any:
+        if self._processor is None:
+            loader = getattr(require_transformers(), self.processor_class)
+            self._processor = load_pretrained(loader, self.name_or_path,
+                                              f"a {self.label} processor")
+        return self._processor
+
+    def tower(self, modality: str) -> torch.nn.Module:
+        """One tower with its projection, in eval mode on the space's device."""
+        modality = self.check_modality(modality)
+        if modality not in self._towers:
+            class_name, sub_config = self.tower_classes[modality]
+            tower_config = getattr(self.config, sub_config)
+            tower_config.projection_dim = self.config.projection_dim  # sub-configs may not say it
+            model = load_pretrained(getattr(require_transformers(), class_name), self.name_or_path,
+                                    f"the {self.label} {modality} tower", config=tower_config)
+            self._towers[modality] = model.to(device=self.device, dtype=self.dtype).eval()
+        return self._towers[modality]

@@ -21,9 +21,7 @@ import torch
 
 from cmcr.errors import ConfigError, InputError
 from cmcr.processing import finish_audio, load_audio
-from cmcr.runtime import resolve_device
-from cmcr.spaces.base import (Preprocessor, Space, load_pretrained, require_transformers,
-                              resolve_dtype, unit_rows)
+from cmcr.spaces.base import Preprocessor, TransformersSpace, unit_rows
 from cmcr.spaces.clip import TextPreprocessor, features_of, to_model
 
 CLAP_TEXT_LENGTH = 77  # LAION-CLAP tokenises with max_length=77
@@ -109,32 +107,16 @@ class ClapAudioPreprocessor(Preprocessor):
                 "is_longer": torch.tensor(longer, dtype=torch.bool)}
 
 
-class ClapSpace(Space):
+class ClapSpace(TransformersSpace):
     """CLAP's audio and text towers; ``embed`` gives (n, projection_dim) unit rows."""
 
     kind = "clap"
+    label = "CLAP"
     modalities = ("audio", "text")
-
-    def __init__(self, name_or_path: str, *, device: str | torch.device | None = "auto",
-                 dtype: str | torch.dtype | None = None, name: str | None = None):
-        self.name_or_path = str(name_or_path)
-        self.name = name or f"{self.kind}:{self.name_or_path}"
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self._config: Any = None
-        self._processor: Any = None
-        self._towers: dict[str, torch.nn.Module] = {}
-
-    @property
-    def config(self) -> Any:
-        if self._config is None:
-            transformers = require_transformers()
-            self._config = load_pretrained(transformers.ClapConfig, self.name_or_path, "a CLAP config")
-        return self._config
-
-    @property
-    def dim(self) -> int:
-        return int(self.config.projection_dim)
+    config_class = "ClapConfig"
+    processor_class = "ClapProcessor"
+    tower_classes = {"audio": ("ClapAudioModelWithProjection", "audio_config"),
+                     "text": ("ClapTextModelWithProjection", "text_config")}
 
     @property
     def fused(self) -> bool:
@@ -143,28 +125,6 @@ class ClapSpace(Space):
     @property
     def sample_rate(self) -> int:
         return int(self.processor.feature_extractor.sampling_rate)
-
-    @property
-    def processor(self) -> Any:
-        if self._processor is None:
-            transformers = require_transformers()
-            self._processor = load_pretrained(transformers.ClapProcessor, self.name_or_path,
-                                              "a CLAP processor")
-        return self._processor
-
-    def tower(self, modality: str) -> torch.nn.Module:
-        modality = self.check_modality(modality)
-        if modality not in self._towers:
-            transformers = require_transformers()
-            if modality == "audio":
-                cls, tower_config = transformers.ClapAudioModelWithProjection, self.config.audio_config
-            else:
-                cls, tower_config = transformers.ClapTextModelWithProjection, self.config.text_config
-            tower_config.projection_dim = self.config.projection_dim
-            model = load_pretrained(cls, self.name_or_path, f"the CLAP {modality} tower",
-                                    config=tower_config)
-            self._towers[modality] = model.to(device=self.device, dtype=self.dtype).eval()
-        return self._towers[modality]
 
     def preprocessor(self, modality: str) -> Preprocessor:
         modality = self.check_modality(modality)

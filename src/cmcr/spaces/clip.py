@@ -16,9 +16,15 @@ import torch.nn.functional as F
 
 from cmcr.errors import InputError
 from cmcr.processing import load_image, to_rgb
-from cmcr.runtime import resolve_device
-from cmcr.spaces.base import (Preprocessor, Space, load_pretrained, require_transformers,
-                              resolve_dtype, unit_rows)
+from cmcr.spaces.base import Preprocessor, TransformersSpace, require_transformers, unit_rows
+
+
+def clip_image_processor(size: int) -> Any:
+    """A CLIP image processor for ``size`` px: the PIL one when transformers has it (no
+    torchvision needed), else the default one."""
+    transformers = require_transformers()
+    cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    return cls(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
 class ClipImagePreprocessor(Preprocessor):
@@ -85,58 +91,20 @@ def to_model(inputs: dict[str, torch.Tensor], device: torch.device,
             for key, value in inputs.items()}
 
 
-class ClipSpace(Space):
+class ClipSpace(TransformersSpace):
     """CLIP's image and text towers; ``embed`` gives (n, projection_dim) unit rows."""
 
     kind = "clip"
+    label = "CLIP"
     modalities = ("image", "text")
+    config_class = "CLIPConfig"
+    processor_class = "CLIPProcessor"
+    tower_classes = {"image": ("CLIPVisionModelWithProjection", "vision_config"),
+                     "text": ("CLIPTextModelWithProjection", "text_config")}
 
-    def __init__(self, name_or_path: str, *, device: str | torch.device | None = "auto",
-                 dtype: str | torch.dtype | None = None, name: str | None = None,
-                 frame_time: float | None = None):
-        self.name_or_path = str(name_or_path)
-        self.name = name or f"{self.kind}:{self.name_or_path}"
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+    def __init__(self, name_or_path: str, *, frame_time: float | None = None, **options: Any):
+        super().__init__(name_or_path, **options)
         self.frame_time = frame_time
-        self._config: Any = None
-        self._processor: Any = None
-        self._towers: dict[str, torch.nn.Module] = {}
-
-    # -- lazily loaded pieces --------------------------------------------------------------------
-    @property
-    def config(self) -> Any:
-        if self._config is None:
-            transformers = require_transformers()
-            self._config = load_pretrained(transformers.CLIPConfig, self.name_or_path, "a CLIP config")
-        return self._config
-
-    @property
-    def dim(self) -> int:
-        return int(self.config.projection_dim)
-
-    @property
-    def processor(self) -> Any:
-        if self._processor is None:
-            transformers = require_transformers()
-            self._processor = load_pretrained(transformers.CLIPProcessor, self.name_or_path,
-                                              "a CLIP processor")
-        return self._processor
-
-    def tower(self, modality: str) -> torch.nn.Module:
-        """The vision or text tower with its projection, in eval mode on the space's device."""
-        modality = self.check_modality(modality)
-        if modality not in self._towers:
-            transformers = require_transformers()
-            if modality == "image":
-                cls, tower_config = transformers.CLIPVisionModelWithProjection, self.config.vision_config
-            else:
-                cls, tower_config = transformers.CLIPTextModelWithProjection, self.config.text_config
-            tower_config.projection_dim = self.config.projection_dim  # sub-configs may not say it
-            model = load_pretrained(cls, self.name_or_path, f"the CLIP {modality} tower",
-                                    config=tower_config)
-            self._towers[modality] = model.to(device=self.device, dtype=self.dtype).eval()
-        return self._towers[modality]
 
     # -- the Space interface ---------------------------------------------------------------------
     def preprocessor(self, modality: str) -> Preprocessor:

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cmcr.errors import MissingDependencyError
+from cmcr.spaces.clip import clip_image_processor
 from cmcr.world.tokenizer import write_bpe_files
 
 SAMPLE_RATE = 16000
@@ -53,12 +54,6 @@ def _transformers():
     return transformers
 
 
-def _clip_image_processor(size: int) -> Any:
-    transformers = _transformers()
-    cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
-    return cls(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-
-
 def build_toy_clip(directory: str | Path, words: Sequence[str], image_size: int = 64,
                    seed: int = 0) -> Path:
     """A random-init tiny CLIPModel (ViT 8-px patches, dim 32) + CLIPProcessor in ``directory``."""
@@ -66,7 +61,7 @@ def build_toy_clip(directory: str | Path, words: Sequence[str], image_size: int 
     directory = write_bpe_files(directory, words, style="clip")
     tokenizer = transformers.CLIPTokenizer(str(directory / "vocab.json"),
                                            str(directory / "merges.txt"))
-    transformers.CLIPProcessor(image_processor=_clip_image_processor(image_size),
+    transformers.CLIPProcessor(image_processor=clip_image_processor(image_size),
                                tokenizer=tokenizer).save_pretrained(directory)
     vocab_size = len(tokenizer)
     config = transformers.CLIPConfig(
