@@ -14,7 +14,7 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise MissingDependencyError("figures need matplotlib: pip install 'cmcr[plots]'") from None
+        raise MissingDependencyError("figures need matplotlib: pip install matplotlib") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt

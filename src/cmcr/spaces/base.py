@@ -119,7 +119,7 @@ def require_transformers() -> Any:
         import transformers
     except ImportError:
         raise MissingDependencyError("CLIP/CLAP spaces need transformers: "
-                                     "pip install 'cmcr[encoders]'") from None
+                                     "pip install transformers") from None
     return transformers
 
 

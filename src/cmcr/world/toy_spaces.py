@@ -50,7 +50,7 @@ def _transformers():
         import transformers
     except ImportError:
         raise MissingDependencyError("the built-in world's spaces need transformers: "
-                                     "pip install 'cmcr[encoders]'") from None
+                                     "pip install transformers") from None
     return transformers
 
 
