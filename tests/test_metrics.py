@@ -231,8 +231,13 @@ def test_metrics_do_not_depend_on_candidate_order(case):
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 500), p=st.integers(1, 5))
 def test_chance_metrics_stay_within_bounds(n, p):
-    chance = chance_retrieval_metrics(n, p)
+    chance = chance_retrieval_metrics(n, min(p, n))
     assert all(0.0 < value <= 100.0 for value in chance.values())
+
+
+def test_chance_metrics_refuse_more_positives_than_candidates():
+    with pytest.raises(ValueError, match="positives_per_query"):
+        chance_retrieval_metrics(1, 2)
 
 
 @settings(max_examples=40, deadline=None)
