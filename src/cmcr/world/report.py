@@ -130,16 +130,35 @@ def retrieval_grid(world: WorldManifest, similarity: np.ndarray, positives: np.n
     return path
 
 
+def concept_similarity(similarity: np.ndarray, concepts: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Mean audio x image similarity for each (sound concept, image concept) pair."""
+    names = sorted(set(concepts))
+    index = np.array([names.index(c) for c in concepts])
+    one_hot = np.eye(len(names))[index]  # (items, concepts)
+    counts = one_hot.sum(axis=0)
+    return (one_hot.T @ similarity @ one_hot) / np.outer(counts, counts), names
+
+
 def similarity_matrix(similarity: np.ndarray, concepts: list[str], path: Path) -> Path:
-    """The audio x image similarity of the test pairs, sorted by concept (blocks = success)."""
+    """Left: mean similarity per (sound concept, image concept), a bright diagonal is retrieval
+    succeeding; right: every audio x image pair sorted by concept, each row centred."""
     plt = _pyplot()
+    per_concept, names = concept_similarity(similarity, concepts)
     order = np.argsort(np.array(concepts), kind="stable")
-    figure, axis = plt.subplots(figsize=(6, 5.4))
-    shown = axis.imshow(similarity[np.ix_(order, order)], cmap="viridis")
-    axis.set_xlabel("images (sorted by concept)")
-    axis.set_ylabel("audio clips (sorted by concept)")
-    axis.set_title("joint-space audio x image cosine similarity")
-    figure.colorbar(shown, ax=axis, fraction=0.046)
+    pairs = similarity[np.ix_(order, order)]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5.6))
+    shown = left.imshow(per_concept, cmap="viridis")
+    left.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+    left.set_yticks(range(len(names)), names, fontsize=6)
+    left.set_xlabel("image concept")
+    left.set_ylabel("sound concept")
+    left.set_title("mean joint-space cosine per concept pair")
+    figure.colorbar(shown, ax=left, fraction=0.046)
+    shown = right.imshow(pairs - pairs.mean(axis=1, keepdims=True), cmap="viridis")
+    right.set_xlabel("images (sorted by concept)")
+    right.set_ylabel("audio clips (sorted by concept)")
+    right.set_title("every test pair, row-centred cosine")
+    figure.colorbar(shown, ax=right, fraction=0.046)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
