@@ -91,7 +91,8 @@ class EvalEmbedder:
         kind = f"{modality}-patches" if patches else modality
         path = None
         if self.cache_dir is not None:
-            digest = inputs_digest(inputs, ids, f"{space.name}|{kind}")
+            precision = str(getattr(space, "dtype", ""))  # fp16 GPU rows are not fp32 CPU rows
+            digest = inputs_digest(inputs, ids, f"{space.name}|{kind}|{precision}")
             path = self.cache_dir / slug(space.name) / f"{slug(self.dataset)}-{kind}-{digest}"
             found = self.read_cache(path)
             if found is not None:
