@@ -158,3 +158,23 @@ def test_precomputed_space_looks_items_up_by_id(tmp_path):
     torch.testing.assert_close(out, expected)
     with pytest.raises(InputError, match="no item with id 'zzz'"):
         space.embed("point_cloud", ["zzz"])
+
+
+def test_value_patches_are_unit_rows_and_differ_from_tokens(tiny_clip_dir):
+    from cmcr.spaces import load_space
+
+    space = load_space(f"clip:{tiny_clip_dir}", device="cpu")
+    image = Image.new("RGB", (40, 40), (200, 30, 30))
+    tokens = space.embed_image_patches([image], mode="tokens")
+    values = space.embed_image_patches([image], mode="values")
+    assert tokens.shape == values.shape
+    assert torch.allclose(values.norm(dim=-1), torch.ones(values.shape[:2]), atol=1e-5)
+    assert not torch.allclose(tokens, values)
+
+
+def test_unknown_patch_mode_is_refused(tiny_clip_dir):
+    from cmcr.errors import ConfigError
+    from cmcr.spaces import load_space
+
+    with pytest.raises(ConfigError, match="patch mode"):
+        load_space(f"clip:{tiny_clip_dir}", device="cpu").embed_image_patches([], mode="cls")

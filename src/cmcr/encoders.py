@@ -48,13 +48,15 @@ class JointEmbedder:
             return torch.zeros((0, self.model.out_dim))
         return self.model.project(name, frozen).float().cpu()
 
-    def embed_image_patches(self, images: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
-        """CLIP patch tokens projected into the joint space: (n, patches, out_dim) unit rows."""
+    def embed_image_patches(self, images: Sequence[Any], batch_size: int = 32,
+                            mode: str = "tokens") -> torch.Tensor:
+        """CLIP patch features (``mode`` tokens or values, see ClipSpace) projected into the joint
+        space: (n, patches, out_dim) unit rows."""
         name = self.space_for("image")
         space = self.spaces[name]
         if not hasattr(space, "embed_image_patches"):
             raise ConfigError(f"space '{space.name}' has no patch tokens (CLIP spaces do)")
-        patches = space.embed_image_patches(images, batch_size=batch_size)
+        patches = space.embed_image_patches(images, batch_size=batch_size, mode=mode)
         n, count, dim = patches.shape
         projected = self.model.project(name, patches.reshape(n * count, dim)).float().cpu()
         return projected.reshape(n, count, -1)

@@ -60,6 +60,9 @@ def register(subparsers) -> None:
     parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA), float32, ...")
     parser.add_argument("--limit", type=int, default=None,
                         help="only the first N items (a quick, deterministic subset)")
+    parser.add_argument("--patches", choices=["tokens", "values"], default="tokens",
+                        help="localisation: CLIP patch tokens (default) or the last layer's value "
+                             "path (MaskCLIP), which usually gives sharper heat maps")
     parser.add_argument("--no-cache", action="store_true", help="re-encode even when cached")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run_eval)
@@ -75,7 +78,7 @@ def build_embedder(args: argparse.Namespace, dataset_name: str, cache_dir: Path 
     specs = parse_space_options(args.space)
     options = {"device": args.device, "dtype": args.dtype}
     common = {"cache_dir": cache_dir, "dataset": dataset_name, "batch_size": args.batch_size,
-              "progress": not args.quiet}
+              "progress": not args.quiet, "patch_mode": args.patches}
     if args.model.startswith("space:"):
         name = args.model[len("space:"):]
         spec = specs.get(name, name)

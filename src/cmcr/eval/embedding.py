@@ -42,7 +42,7 @@ class EvalEmbedder:
 
     def __init__(self, spaces: Mapping[str, Space], model: ConnectedModel | None = None, *,
                  text_space: str | None = None, cache_dir: Path | None = None, dataset: str = "",
-                 batch_size: int = 32, progress: bool = True):
+                 batch_size: int = 32, progress: bool = True, patch_mode: str = "tokens"):
         if model is None and len(spaces) != 1:
             raise ConfigError("without a connected model, evaluate exactly one space")
         self.joint = JointEmbedder(model, spaces, text_space) if model is not None else None
@@ -52,6 +52,7 @@ class EvalEmbedder:
         self.dataset = dataset
         self.batch_size = batch_size
         self.progress = progress
+        self.patch_mode = patch_mode  # "tokens" or "values" (see ClipSpace.embed_image_patches)
 
     def space_for(self, modality: str) -> str:
         if self.joint is not None:
@@ -88,7 +89,7 @@ class EvalEmbedder:
     def cached(self, name: str, modality: str, inputs: Sequence[Any], ids: Sequence[str],
                patches: bool) -> np.ndarray:
         space = self.spaces[name]
-        kind = f"{modality}-patches" if patches else modality
+        kind = f"{modality}-patches-{self.patch_mode}" if patches else modality
         path = None
         if self.cache_dir is not None:
             precision = str(getattr(space, "dtype", ""))  # fp16 GPU rows are not fp32 CPU rows
@@ -121,7 +122,8 @@ class EvalEmbedder:
             for start in range(0, len(inputs), self.batch_size):
                 chunk = list(inputs[start:start + self.batch_size])
                 if patches:
-                    rows = space.embed_image_patches(chunk, batch_size=self.batch_size)
+                    rows = space.embed_image_patches(chunk, batch_size=self.batch_size,
+                                                     mode=self.patch_mode)
                     rows = rows.reshape(-1, rows.shape[-1])
                 else:
                     rows = space.embed(modality, chunk, batch_size=self.batch_size)

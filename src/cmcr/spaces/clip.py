@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cmcr.errors import InputError
+from cmcr.errors import ConfigError, InputError
 from cmcr.processing import load_image, to_rgb
 from cmcr.spaces.base import Preprocessor, TransformersSpace, require_transformers, unit_rows
 
@@ -25,6 +25,9 @@ def clip_image_processor(size: int) -> Any:
     transformers = require_transformers()
     cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
     return cls(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
+
+PATCH_MODES = ("tokens", "values")
 
 
 class ClipImagePreprocessor(Preprocessor):
@@ -120,21 +123,36 @@ class ClipSpace(TransformersSpace):
             output = tower(**to_model(inputs, self.device, self.dtype))
         return unit_rows(features_of(output, "image_embeds" if modality == "image" else "text_embeds"))
 
-    def embed_image_patches(self, images: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
-        """Patch tokens projected like the pooled output: (n, patches, d) unit rows (no CLS token).
+    def embed_image_patches(self, images: Sequence[Any], batch_size: int = 32,
+                            mode: str = "tokens") -> torch.Tensor:
+        """Patch features projected like the pooled output: (n, patches, d) unit rows (no CLS).
 
-        last_hidden_state -> post_layernorm -> visual_projection, as CLIP does for its CLS token,
-        so a patch and the whole image live in the same space (for localisation heat maps).
+        ``mode="tokens"``: last_hidden_state -> post_layernorm -> visual_projection, as CLIP does
+        for its CLS token, so a patch and the whole image live in the same space.
+        ``mode="values"``: the last layer's value path without attention mixing (MaskCLIP, Zhou
+        et al. 2022): out_proj(v_proj(layer_norm1(x))) -> post_layernorm -> visual_projection;
+        it keeps each patch's own content, which sharpens localisation heat maps.
         """
+        if mode not in PATCH_MODES:
+            raise ConfigError(f"patch mode must be one of {', '.join(PATCH_MODES)}, got {mode!r}")
         preprocessor = self.preprocessor("image")
         items = [preprocessor.prepare(image) for image in images]
-        parts = [self._patches(preprocessor.collate(items[start:start + batch_size]))
+        parts = [self._patches(preprocessor.collate(items[start:start + batch_size]), mode)
                  for start in range(0, len(items), max(1, batch_size))]
         return torch.cat(parts) if parts else torch.zeros((0, 0, self.dim))
 
-    def _patches(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _patches(self, inputs: dict[str, torch.Tensor], mode: str) -> torch.Tensor:
         tower = self.tower("image")
+        vision = tower.vision_model
         with torch.inference_mode():
-            hidden = tower.vision_model(**to_model(inputs, self.device, self.dtype)).last_hidden_state
-            tokens = tower.visual_projection(tower.vision_model.post_layernorm(hidden[:, 1:]))
+            output = vision(**to_model(inputs, self.device, self.dtype),
+                            output_hidden_states=mode == "values")
+            if mode == "tokens":
+                hidden = output.last_hidden_state[:, 1:]
+            else:
+                last = vision.encoder.layers[-1]
+                attention = last.self_attn
+                hidden = attention.out_proj(attention.v_proj(last.layer_norm1(
+                    output.hidden_states[-2])))[:, 1:]
+            tokens = tower.visual_projection(vision.post_layernorm(hidden))
         return F.normalize(tokens.float(), dim=-1).cpu()

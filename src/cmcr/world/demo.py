@@ -22,6 +22,7 @@ from cmcr.eval.tasks import heatmaps
 from cmcr.model import ConnectedModel
 from cmcr.runtime import run_record, write_json
 from cmcr.spaces import load_space
+from cmcr.spaces.clip import PATCH_MODES
 from cmcr.world import baselines
 from cmcr.world.concepts import CONCEPTS
 from cmcr.world.generate import WorldManifest, WorldSizes, generate_world, load_world
@@ -216,17 +217,24 @@ def localisation_scores(maps: np.ndarray, sounding: list[np.ndarray], silent: li
             "sounding_preferred": sounding_preferred(maps, sounding, silent)}
 
 
-def localisation(models: dict[str, ConnectedModel], patches: torch.Tensor, world: WorldManifest,
-                 frozen: FrozenEmbeddings) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def localisation(models: dict[str, ConnectedModel], patches: dict[str, torch.Tensor],
+                 world: WorldManifest, frozen: FrozenEmbeddings
+                 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Heat maps of the sounding object in two-object scenes: cIoU@0.5 / mean cIoU / AUC
-    (EZ-VSL), pointing game, and how often the sounding object beats the silent one."""
+    (EZ-VSL), pointing game, and how often the sounding object beats the silent one.
+
+    ``patches`` maps a patch mode ("tokens", "values") to CLIP patch features; results for
+    value patches are named ``METHOD_value_patches``.
+    """
     size = world.sizes.image_size
     sounding = [_box_map(r["box"], size) for r in world.localisation]
     silent = [_box_map(r["boxes"][1 - r["sounding_index"]], size) for r in world.localisation]
     results, maps = {}, {}
     for name, model in models.items():
-        maps[name] = localisation_maps(model, patches, frozen["localisation_audio"], size)
-        results[name] = localisation_scores(maps[name], sounding, silent)
+        for mode, features in patches.items():
+            key = name if mode == "tokens" else f"{name}_{mode[:-1]}_patches"
+            maps[key] = localisation_maps(model, features, frozen["localisation_audio"], size)
+            results[key] = localisation_scores(maps[key], sounding, silent)
     centre = (size - 1) / 2
     prior = np.fromfunction(lambda y, x: -((y - centre) ** 2 + (x - centre) ** 2), (size, size))
     results["centre_prior"] = localisation_scores(np.stack([prior] * len(sounding)), sounding,
@@ -266,7 +274,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None,
     with _timed(timings, "embed"):
         frozen = embed_world(world, spaces, out_dir / "emb", progress, settings.workers)
         localisation_images = [str(world.path(p)) for p in records_field(world, "localisation", "image")]
-        patches = spaces["clip"].embed_image_patches(localisation_images)
+        patches = {mode: spaces["clip"].embed_image_patches(localisation_images, mode=mode)
+                   for mode in PATCH_MODES}
     with _timed(timings, "connect"):
         models = train_connections(frozen, out_dir, settings, progress)
         models["paired_upper_bound"] = train_paired_upper_bound(world, frozen, out_dir, settings,
@@ -289,7 +298,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None,
         results["cmcr_to_upper_bound_R@1"] = (
             results["methods"]["cmcr"]["audio_to_image"]["R@1"] / upper if upper else None)
     with _timed(timings, "figures"):
-        write_figures(out_dir, world, frozen, models["cmcr"], maps["cmcr"], positives)
+        write_figures(out_dir, world, frozen, models["cmcr"], maps, positives)
     results["seconds"] = timings
     write_json(out_dir / "metrics.json", results)
     write_report(out_dir, results)

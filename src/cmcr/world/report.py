@@ -76,7 +76,8 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> Path:
         summary_text(results, markdown=True), "",
         "## Figures", "",
         "![retrieval](retrieval_grid.png)", "", "![similarity](similarity_matrix.png)", "",
-        "![localisation](localisation.png)", "", "![joint space](joint_space.png)", "",
+        "![localisation](localisation.png)", "",
+        "![localisation, value patches](localisation_values.png)", "", "![joint space](joint_space.png)", "",
         f"Time: {seconds}.", ""])
     path = out_dir / "report.md"
     path.write_text(text, encoding="utf-8")
@@ -85,14 +86,16 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> Path:
 
 # -- figures ---------------------------------------------------------------------------------------
 def write_figures(out_dir: Path, world: WorldManifest, frozen: FrozenEmbeddings,
-                  model: ConnectedModel, maps: np.ndarray, positives: np.ndarray) -> None:
+                  model: ConnectedModel, maps: dict[str, np.ndarray], positives: np.ndarray
+                  ) -> None:
     image = model.project("clip", frozen["test_image"]).numpy()
     audio = model.project("clap", frozen["test_audio"]).numpy()
     similarity = audio @ image.T
     concepts = records_field(world, "test_pairs", "concept")
     retrieval_grid(world, similarity, positives, out_dir / "retrieval_grid.png")
     similarity_matrix(similarity, concepts, out_dir / "similarity_matrix.png")
-    localisation_figure(world, maps, out_dir / "localisation.png")
+    localisation_figure(world, maps["cmcr"], out_dir / "localisation.png")
+    localisation_figure(world, maps["cmcr_value_patches"], out_dir / "localisation_values.png")
     joint_space_map(image, audio, model.project("clip", frozen["clip_text"][:300]).numpy(),
                     out_dir / "joint_space.png")
 
