@@ -20,9 +20,9 @@ def add_noise(embeddings: torch.Tensor, variance: float,
     """x <- normalise(x + eps), eps ~ N(0, variance I): robustness to the modality gap."""
     if variance <= 0:
         return F.normalize(embeddings, dim=-1)
+    device = generator.device if generator is not None else embeddings.device
     noise = torch.randn(embeddings.shape, generator=generator, dtype=embeddings.dtype,
-                        device="cpu" if generator is not None else embeddings.device)
-    noise = noise.to(embeddings.device)
+                        device=device).to(embeddings.device)
     return F.normalize(embeddings + noise * variance ** 0.5, dim=-1)
 
 

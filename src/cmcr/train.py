@@ -69,9 +69,15 @@ def steps_per_epoch(num_rows: int, batch_size: int, drop_last: bool) -> int:
     return math.ceil(num_rows / batch_size)
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """Each epoch draws its shuffle and noise from its own seed, so a resumed run repeats them."""
-    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+RANDOM_STREAMS = ("shuffle", "noise")
+
+
+def epoch_generator(seed: int, epoch: int, stream: str = "shuffle",
+                    device: torch.device | str = "cpu") -> torch.Generator:
+    """Each epoch draws its shuffle and its noise from their own seeds, so a resumed run repeats
+    them (noise is drawn on the training device: a GPU run does not copy it from the CPU)."""
+    offset = RANDOM_STREAMS.index(stream)
+    return torch.Generator(device=device).manual_seed((seed * 100_003 + epoch) * 2 + offset)
 
 
 def _settings(train: TrainConfig, method: MethodConfig, model: ConnectedModel) -> dict[str, Any]:
@@ -103,14 +109,14 @@ def train_projectors(model: ConnectedModel, data: TrainingData, train: TrainConf
     bar = tqdm(total=total_steps, initial=start_epoch * per_epoch, desc="training",
                unit="step", disable=not progress)
     for epoch in range(start_epoch, train.epochs):
-        generator = epoch_generator(train.seed, epoch)
-        order = torch.randperm(len(data), generator=generator).numpy()
+        order = torch.randperm(len(data), generator=epoch_generator(train.seed, epoch)).numpy()
+        noise_generator = epoch_generator(train.seed, epoch, "noise", device)
         model.train()
         sums: dict[str, float] = {}
         started = time.perf_counter()
         for step in range(per_epoch):
             index = order[step * train.batch_size:(step + 1) * train.batch_size]
-            terms = _train_step(model, load_batch(index), (name_a, name_b), method, generator,
+            terms = _train_step(model, load_batch(index), (name_a, name_b), method, noise_generator,
                                 optimizer, scheduler)
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value
