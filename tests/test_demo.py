@@ -97,3 +97,20 @@ def test_demo_help_explains_the_outputs(capsys):
         main(["demo", "--help"])
     text = capsys.readouterr().out
     assert "metrics.json" in text and "example" in text
+
+
+def test_embeddings_made_by_other_space_weights_are_redone(tmp_path):
+    from cmcr.world.demo import load_toy_spaces
+    from cmcr.world.stages import embed_world
+
+    sizes = WorldSizes(clip_pairs=8, clap_pairs=8, connect_texts=16, image_memory=8,
+                       audio_memory=8, test_pairs=8, localisation_scenes=8, counterfactual_pairs=8)
+    world = generate_world(tmp_path / "world", seed=0, sizes=sizes, progress=False)
+    spaces = load_toy_spaces(DemoSettings())
+    embed_world(world, spaces, tmp_path / "emb", progress=False)
+    stamp = (tmp_path / "emb" / "clip_text" / "store.json").stat().st_mtime_ns
+    embed_world(world, spaces, tmp_path / "emb", progress=False)  # same weights: reused
+    assert (tmp_path / "emb" / "clip_text" / "store.json").stat().st_mtime_ns == stamp
+    (tmp_path / "emb" / "spaces.json").write_text('{"clip": "other", "clap": "other"}')
+    embed_world(world, spaces, tmp_path / "emb", progress=False)  # other weights: redone
+    assert (tmp_path / "emb" / "clip_text" / "store.json").stat().st_mtime_ns != stamp

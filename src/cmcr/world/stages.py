@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,17 +47,33 @@ def _items(world: WorldManifest, split: str, field: str) -> list[InputItem]:
     return [InputItem(r["id"], str(world.path(r[field]))) for r in records]
 
 
+def spaces_fingerprint(spaces: dict[str, Space]) -> dict[str, str]:
+    """A digest of each space's weights, so embeddings made by other weights are not reused."""
+    digests = {}
+    for name, space in spaces.items():
+        weights = Path(getattr(space, "name_or_path", "")) / "model.safetensors"
+        digests[name] = (hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+                         if weights.is_file() else space.name)
+    return digests
+
+
 def embed_world(world: WorldManifest, spaces: dict[str, Space], out_dir: Path,
                 progress: bool = True, workers: int = 0) -> FrozenEmbeddings:
-    """Embed every split the demo uses through ``cmcr embed``'s own pipeline (resumable)."""
+    """Embed every split the demo uses through ``cmcr embed``'s own pipeline; an interrupted
+    run resumes, and stores made by other space weights are redone."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = out_dir / "spaces.json"
+    fingerprint = spaces_fingerprint(spaces)
+    stale = record.exists() and json.loads(record.read_text(encoding="utf-8")) != fingerprint
+    record.write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
     stores = {}
     for name, (space_name, modality, split, field) in EMBEDDINGS.items():
         path = out_dir / name
         stores[name] = path
-        if (path / "store.json").exists() and open_store(path).info.complete:
+        if not stale and (path / "store.json").exists() and open_store(path).info.complete:
             continue
         summary = embed_items(spaces[space_name], modality, _items(world, split, field), path,
-                              batch_size=128, workers=workers, progress=progress)
+                              batch_size=128, workers=workers, progress=progress, overwrite=stale)
         if summary.errors:
             raise CmcrError(f"{path}: {len(summary.errors)} world files could not be embedded, "
                             f"first: {summary.errors[0]}")
