@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cmcr.errors import MissingDependencyError
+from cmcr.spaces.base import quiet_transformers
 from cmcr.spaces.clip import clip_image_processor
 from cmcr.world.tokenizer import write_bpe_files
 
@@ -73,7 +74,8 @@ def build_toy_clip(directory: str | Path, words: Sequence[str], image_size: int 
                            num_attention_heads=2, image_size=image_size, patch_size=8),
         projection_dim=CLIP_DIM)
     torch.manual_seed(seed)
-    transformers.CLIPModel(config).save_pretrained(directory)
+    with quiet_transformers():
+        transformers.CLIPModel(config).save_pretrained(directory)
     return directory
 
 
@@ -99,7 +101,8 @@ def build_toy_clap(directory: str | Path, words: Sequence[str], seed: int = 0) -
                           projection_dim=CLAP_DIM),
         projection_dim=CLAP_DIM)
     torch.manual_seed(seed)
-    transformers.ClapModel(config).save_pretrained(directory)
+    with quiet_transformers():
+        transformers.ClapModel(config).save_pretrained(directory)
     return directory
 
 
@@ -135,10 +138,12 @@ def train_toy_space(kind: str, directory: str | Path, media: Sequence[Any], capt
     media_inputs = _collate_all(space, modality, list(media))
     text_inputs = _collate_all(space, "text", list(captions))
     model_class = transformers.CLIPModel if kind == "clip" else transformers.ClapModel
-    model = model_class.from_pretrained(directory)
+    with quiet_transformers():
+        model = model_class.from_pretrained(directory)
     losses = _contrastive_training(model, media_inputs, text_inputs, training, progress,
                                    f"training toy {kind.upper()}")
-    model.save_pretrained(directory)
+    with quiet_transformers():
+        model.save_pretrained(directory)
     record = {"kind": kind, "pairs": len(captions), "training": asdict(training),
               "first_epoch_loss": losses[0], "last_epoch_loss": losses[-1]}
     (Path(directory) / "training.json").write_text(json.dumps(record, indent=2) + "\n")
