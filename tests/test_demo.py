@@ -13,7 +13,7 @@ METHODS = ["cmcr", "paired_upper_bound", "text_pivot", "linear_map", "chance", "
            "no_memory", "no_intra"]
 REDUCED = WorldSizes(clip_pairs=8, clap_pairs=8, connect_texts=800, image_memory=400,
                      audio_memory=400, test_pairs=96, localisation_scenes=12,
-                     counterfactual_pairs=40)
+                     counterfactual_pairs=40, paired_pairs=800)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,8 @@ def test_shipped_toy_spaces_are_real_transformers_checkpoints():
 
 def test_train_spaces_runs_the_reproduction_path(tmp_path):
     sizes = WorldSizes(clip_pairs=24, clap_pairs=24, connect_texts=8, image_memory=8,
-                       audio_memory=8, test_pairs=8, localisation_scenes=8, counterfactual_pairs=8)
+                       audio_memory=8, test_pairs=8, localisation_scenes=8, counterfactual_pairs=8,
+                       paired_pairs=8)
     generate_world(tmp_path / "world", seed=0, sizes=sizes, progress=False)
     dirs = train_spaces(tmp_path / "world", tmp_path / "spaces", ToyTraining(epochs=1, batch_size=8),
                         ToyTraining(epochs=1, batch_size=8), progress=False)
@@ -104,7 +105,8 @@ def test_embeddings_made_by_other_space_weights_are_redone(tmp_path):
     from cmcr.world.stages import embed_world
 
     sizes = WorldSizes(clip_pairs=8, clap_pairs=8, connect_texts=16, image_memory=8,
-                       audio_memory=8, test_pairs=8, localisation_scenes=8, counterfactual_pairs=8)
+                       audio_memory=8, test_pairs=8, localisation_scenes=8, counterfactual_pairs=8,
+                       paired_pairs=8)
     world = generate_world(tmp_path / "world", seed=0, sizes=sizes, progress=False)
     spaces = load_toy_spaces(DemoSettings())
     embed_world(world, spaces, tmp_path / "emb", progress=False)

@@ -18,7 +18,7 @@ from cmcr.world import (CONCEPTS, SPLIT_NAMES, WorldSizes, concept_by_name, gene
 
 TINY = WorldSizes(clip_pairs=12, clap_pairs=8, connect_texts=20, image_memory=6, audio_memory=4,
                   test_pairs=8, localisation_scenes=6, counterfactual_pairs=8,
-                  sample_rate=8000)
+                  paired_pairs=6, sample_rate=8000)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_splits_have_requested_sizes_and_disjoint_files(world):
     lengths = {name: len(records) for name, records in world.splits.items()}
     assert lengths == {"clip_train": 12, "clap_train": 8, "connect_texts": 20, "image_memory": 6,
                        "audio_memory": 4, "test_pairs": 8, "localisation": 6,
-                       "counterfactual": 8}
+                       "counterfactual": 8, "paired_train": 6}
     files, ids, image_hashes = [], [], set()
     for records in world.splits.values():
         for record in records:

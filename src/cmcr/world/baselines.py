@@ -1,14 +1,10 @@
 """What C-MCR is judged against in the built-in world (all on frozen-space embeddings).
 
 - text pivot: audio -> its best caption in CLAP -> that caption in CLIP -> images;
-- linear map: least squares from CLAP text to CLIP text, applied to audio;
-- paired pairs: true audio-image pairs (sharing a concept), which C-MCR never gets, for the
-  paired upper bound.
+- linear map: least squares from CLAP text to CLIP text, applied to audio.
 """
 
 from __future__ import annotations
-
-from typing import Sequence
 
 import numpy as np
 
@@ -32,23 +28,3 @@ def fit_linear_map(source: np.ndarray, target: np.ndarray, ridge: float = 1e-3) 
 
 def apply_linear_map(weights: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return _unit(np.hstack([rows, np.ones((len(rows), 1))]) @ weights)
-
-
-def concept_pairs(image_concepts: Sequence[str], audio_concepts: Sequence[str]
-                  ) -> list[tuple[int, int]]:
-    """True (image, audio) pairs sharing their first concept: every audio item with an image of
-    its concept and every image with an audio item of its concept (round robin, no repeats)."""
-    def partners(concepts: Sequence[str]) -> dict[str, list[int]]:
-        table: dict[str, list[int]] = {}
-        for index, concept in enumerate(concepts):
-            table.setdefault(concept, []).append(index)
-        return table
-
-    images, audio = partners(image_concepts), partners(audio_concepts)
-    pairs: dict[tuple[int, int], None] = {}
-    for concept in sorted(set(images) & set(audio)):
-        for rank, audio_index in enumerate(audio[concept]):
-            pairs[(images[concept][rank % len(images[concept])], audio_index)] = None
-        for rank, image_index in enumerate(images[concept]):
-            pairs[(image_index, audio[concept][rank % len(audio[concept])])] = None
-    return list(pairs)

@@ -17,6 +17,7 @@ import torch
 
 from cmcr.config import ConnectConfig
 from cmcr.connect import connect
+from cmcr.errors import CmcrError
 from cmcr.eval import metrics
 from cmcr.eval.tasks import heatmaps
 from cmcr.model import ConnectedModel
@@ -64,8 +65,11 @@ def prepare_world(out_dir: Path, settings: DemoSettings, progress: bool) -> Worl
     """Generate the world, or reuse the one already in ``out_dir/world`` for the same settings."""
     world_dir = out_dir / "world"
     if (world_dir / "world.json").exists():
-        world = load_world(world_dir)
-        if world.seed == settings.seed and asdict(world.sizes) == asdict(settings.sizes):
+        try:
+            world = load_world(world_dir)
+        except CmcrError:  # another cmcr version's world, or damaged: make it anew
+            world = None
+        if world and world.seed == settings.seed and asdict(world.sizes) == asdict(settings.sizes):
             return world
     return generate_world(world_dir, seed=settings.seed, sizes=settings.sizes, progress=progress)
 
@@ -102,20 +106,18 @@ def train_connections(frozen: FrozenEmbeddings, out_dir: Path, settings: DemoSet
             for name, method in variants.items()}
 
 
-def train_paired_upper_bound(world: WorldManifest, frozen: FrozenEmbeddings, out_dir: Path,
-                             settings: DemoSettings, progress: bool) -> ConnectedModel:
-    """The same projectors trained on true audio-image pairs (which C-MCR never gets)."""
-    pairs = baselines.concept_pairs([c[0] for c in records_field(world, "image_memory", "concepts")],
-                                    [c[0] for c in records_field(world, "audio_memory", "concepts")])
-    image_rows, audio_rows = (np.array(index) for index in zip(*pairs))
+def train_paired_upper_bound(frozen: FrozenEmbeddings, out_dir: Path, settings: DemoSettings,
+                             progress: bool) -> ConnectedModel:
+    """The same projectors trained on true audio-image pairs (the world's ``paired_train``
+    split, drawn like the test pairs), which C-MCR never gets."""
     paired = out_dir / "paired"
     paired.mkdir(parents=True, exist_ok=True)
-    np.save(paired / "images.npy", frozen["clip_image_memory"][image_rows])
-    np.save(paired / "audio.npy", frozen["clap_audio_memory"][audio_rows])
+    np.save(paired / "images.npy", frozen["paired_image"])
+    np.save(paired / "audio.npy", frozen["paired_audio"])
     config = _connect_config(frozen.stores, settings, {"use_memory": False})
     config.shared_modality = "pair"
-    config.spaces["clip"].queries, config.spaces["clip"].memory_modality = str(paired / "images.npy"), "image"
-    config.spaces["clap"].queries, config.spaces["clap"].memory_modality = str(paired / "audio.npy"), "audio"
+    config.spaces["clip"].queries = str(paired / "images.npy")
+    config.spaces["clap"].queries = str(paired / "audio.npy")
     return connect(config, out_dir / "models" / "paired_upper_bound", device="cpu",
                    cache_dir=out_dir / "cache", progress=progress)
 
@@ -278,8 +280,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None,
                    for mode in PATCH_MODES}
     with _timed(timings, "connect"):
         models = train_connections(frozen, out_dir, settings, progress)
-        models["paired_upper_bound"] = train_paired_upper_bound(world, frozen, out_dir, settings,
-                                                                progress)
+        models["paired_upper_bound"] = train_paired_upper_bound(frozen, out_dir, settings, progress)
     with _timed(timings, "evaluate"):
         positives = concept_positives(records_field(world, "test_pairs", "concept"),
                                       records_field(world, "test_pairs", "concept"))

@@ -21,7 +21,7 @@ from cmcr.world.captions import look_caption, sound_caption
 from cmcr.world.concepts import CONCEPTS, Concept
 from cmcr.world.render import render_audio, render_image
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: adds the paired_train split
 MANIFEST_FILE = "world.json"
 MIN_SECONDS, MAX_SECONDS = 1.0, 4.0
 
@@ -38,6 +38,7 @@ class WorldSizes:
     test_pairs: int = 300
     localisation_scenes: int = 100
     counterfactual_pairs: int = 300
+    paired_pairs: int = 4000
     image_size: int = 64
     sample_rate: int = 16000
 
@@ -57,6 +58,7 @@ class WorldManifest:
     test_pairs: list[dict]
     localisation: list[dict]
     counterfactual: list[dict]
+    paired_train: list[dict]
 
     @property
     def splits(self) -> dict[str, list[dict]]:
@@ -191,6 +193,8 @@ SPLITS: tuple[tuple[str, str, ItemMaker], ...] = (
     ("test_pairs", "test_pairs", _test_pair_item),
     ("localisation", "localisation_scenes", _localisation_item),
     ("counterfactual", "counterfactual_pairs", _counterfactual_item),
+    # true audio-image pairs, drawn like test_pairs: only for the demo's paired upper bound
+    ("paired_train", "paired_pairs", _test_pair_item),
 )
 SPLIT_NAMES = tuple(name for name, _, _ in SPLITS)
 

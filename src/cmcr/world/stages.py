@@ -27,6 +27,8 @@ EMBEDDINGS: dict[str, tuple[str, str, str, str]] = {
     "localisation_audio": ("clap", "audio", "localisation", "audio"),
     "counterfactual_image": ("clip", "image", "counterfactual", "image"),
     "counterfactual_audio": ("clap", "audio", "counterfactual", "audio"),
+    "paired_image": ("clip", "image", "paired_train", "image"),
+    "paired_audio": ("clap", "audio", "paired_train", "audio"),
 }
 
 
