@@ -10,8 +10,8 @@ from cmcr import ConnectedModel
 from cmcr.cli import main
 from cmcr.eval.metrics import retrieval_metrics
 from cmcr.store import open_store, write_store
-from cmcr.synthetic import (SyntheticSizes, apply_linear_map, fit_linear_map,
-                            write_synthetic_example)
+from cmcr.eval.baselines import apply_linear_map, fit_linear_map
+from cmcr.synthetic import SyntheticSizes, write_synthetic_example
 
 SMALL = SyntheticSizes(texts=3000, images=1500, audio=1500, test_pairs=300)
 

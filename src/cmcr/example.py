@@ -11,7 +11,8 @@ from cmcr.connect import connect
 from cmcr.eval.metrics import chance_retrieval_metrics, retrieval_metrics
 from cmcr.runtime import write_json
 from cmcr.store import open_store
-from cmcr.synthetic import SyntheticSizes, apply_linear_map, fit_linear_map, write_synthetic_example
+from cmcr.eval.baselines import apply_linear_map, fit_linear_map
+from cmcr.synthetic import SyntheticSizes, write_synthetic_example
 
 
 def run_example(out_dir: str | Path, seed: int = 0, epochs: int = 20,

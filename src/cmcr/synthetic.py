@@ -100,15 +100,3 @@ def write_synthetic_example(directory: str | Path, seed: int = 0,
     path = directory / "connect.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
-
-
-def fit_linear_map(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Least-squares W (with bias row) so that [source, 1] @ W ~ target: the text-only baseline."""
-    design = np.hstack([source, np.ones((len(source), 1), dtype=source.dtype)])
-    weights, *_ = np.linalg.lstsq(design, target, rcond=None)
-    return weights
-
-
-def apply_linear_map(weights: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    mapped = np.hstack([rows, np.ones((len(rows), 1), dtype=rows.dtype)]) @ weights
-    return mapped / np.linalg.norm(mapped, axis=1, keepdims=True)

@@ -10,7 +10,8 @@ import numpy as np
 from cmcr.errors import MissingDependencyError
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, or an error naming the package to install."""
     try:
         import matplotlib
     except ImportError:
@@ -23,7 +24,7 @@ def _pyplot() -> Any:
 def plot_heatmaps(images: Sequence[Any], heatmaps: np.ndarray, boxes: Sequence[Sequence[Sequence[float]]],
                   titles: Sequence[str], path: Path) -> Path:
     """One column per item: the image with its boxes, and the heat map laid over it."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     count = max(1, len(images))

@@ -18,13 +18,12 @@ import torch
 from cmcr.config import ConnectConfig
 from cmcr.connect import connect
 from cmcr.errors import CmcrError
-from cmcr.eval import metrics
+from cmcr.eval import baselines, metrics
 from cmcr.eval.tasks import heatmaps
 from cmcr.model import ConnectedModel
 from cmcr.runtime import run_record, write_json
 from cmcr.spaces import load_space
 from cmcr.spaces.clip import PATCH_MODES
-from cmcr.world import baselines
 from cmcr.world.concepts import CONCEPTS
 from cmcr.world.generate import WorldManifest, WorldSizes, generate_world, load_world
 from cmcr.world.stages import FrozenEmbeddings, embed_world, prompt_embeddings, records_field

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from cmcr.eval.figures import _pyplot, plot_heatmaps
+from cmcr.eval.figures import plot_heatmaps, pyplot
 from cmcr.model import ConnectedModel
 from cmcr.world.generate import WorldManifest
 from cmcr.world.stages import FrozenEmbeddings, records_field
@@ -107,7 +107,7 @@ def retrieval_grid(world: WorldManifest, similarity: np.ndarray, positives: np.n
 
     from PIL import Image
 
-    plt = _pyplot()
+    plt = pyplot()
     records = world.test_pairs
     figure, axes = plt.subplots(queries, top + 1, figsize=(1.6 * (top + 1), 1.6 * queries))
     for row, query in enumerate(np.linspace(0, len(records) - 1, queries).astype(int)):
@@ -145,7 +145,7 @@ def concept_similarity(similarity: np.ndarray, concepts: list[str]) -> tuple[np.
 def similarity_matrix(similarity: np.ndarray, concepts: list[str], path: Path) -> Path:
     """Left: mean similarity per (sound concept, image concept), a bright diagonal is retrieval
     succeeding; right: every audio x image pair sorted by concept, each row centred."""
-    plt = _pyplot()
+    plt = pyplot()
     per_concept, names = concept_similarity(similarity, concepts)
     order = np.argsort(np.array(concepts), kind="stable")
     pairs = similarity[np.ix_(order, order)]
@@ -181,7 +181,7 @@ def localisation_figure(world: WorldManifest, maps: np.ndarray, path: Path, coun
 
 def joint_space_map(image: np.ndarray, audio: np.ndarray, text: np.ndarray, path: Path) -> Path:
     """A 2-D PCA map of the joint space, coloured by modality."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = np.vstack([image, audio, text])
     centred = rows - rows.mean(axis=0)
     _, _, components = np.linalg.svd(centred, full_matrices=False)

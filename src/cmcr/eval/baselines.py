@@ -1,7 +1,8 @@
-"""What C-MCR is judged against in the built-in world (all on frozen-space embeddings).
+"""Baselines C-MCR is judged against, on frozen-space embeddings (the demo, the example).
 
 - text pivot: audio -> its best caption in CLAP -> that caption in CLIP -> images;
-- linear map: least squares from CLAP text to CLIP text, applied to audio.
+- linear map: (ridge) least squares fitted through the shared modality, CLAP text -> CLIP text,
+  then applied to audio.
 """
 
 from __future__ import annotations
