@@ -150,6 +150,23 @@ def load_pretrained(loader: Any, name_or_path: str, what: str, **kwargs: Any) ->
                           "directory, or a hub id that is cached or reachable)") from None
 
 
+def features_of(output: Any, key: str) -> torch.Tensor:
+    """A tower's projected features: a tensor (transformers 4.x ``get_*_features``), or the
+    ``key`` / ``pooler_output`` field of an output object (5.x)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    value = getattr(output, key, None)
+    return value if value is not None else output.pooler_output
+
+
+def to_model(inputs: dict[str, torch.Tensor], device: torch.device,
+             dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Move a batch to the model: floating tensors take the model's dtype, ids stay integers."""
+    return {key: value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype,
+                          non_blocking=True)
+            for key, value in inputs.items()}
+
+
 class TransformersSpace(Space):
     """A space backed by a transformers two-tower checkpoint (CLIP, CLAP, ...).
 
@@ -206,3 +223,10 @@ class TransformersSpace(Space):
                                     f"the {self.label} {modality} tower", config=tower_config)
             self._towers[modality] = model.to(device=self.device, dtype=self.dtype).eval()
         return self._towers[modality]
+
+    def encode(self, modality: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A collated batch through ``modality``'s tower -> (n, d) float32 CPU unit rows."""
+        tower = self.tower(modality)
+        with torch.inference_mode():
+            output = tower(**to_model(inputs, self.device, self.dtype))
+        return unit_rows(features_of(output, f"{modality}_embeds"))

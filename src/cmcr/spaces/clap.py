@@ -21,8 +21,8 @@ import torch
 
 from cmcr.errors import ConfigError, InputError
 from cmcr.processing import finish_audio, load_audio
-from cmcr.spaces.base import Preprocessor, TransformersSpace, unit_rows
-from cmcr.spaces.clip import TextPreprocessor, features_of, to_model
+from cmcr.spaces.base import Preprocessor, TransformersSpace
+from cmcr.spaces.clip import TextPreprocessor
 
 CLAP_TEXT_LENGTH = 77  # LAION-CLAP tokenises with max_length=77
 
@@ -133,8 +133,3 @@ class ClapSpace(TransformersSpace):
         max_length = min(CLAP_TEXT_LENGTH, int(self.config.text_config.max_position_embeddings) - 2)
         return TextPreprocessor(self.processor.tokenizer, max_length)
 
-    def encode(self, modality: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        tower = self.tower(modality)
-        with torch.inference_mode():
-            output = tower(**to_model(inputs, self.device, self.dtype))
-        return unit_rows(features_of(output, "audio_embeds" if modality == "audio" else "text_embeds"))

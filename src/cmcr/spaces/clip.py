@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from cmcr.errors import ConfigError, InputError
 from cmcr.processing import load_image, to_rgb
-from cmcr.spaces.base import Preprocessor, TransformersSpace, require_transformers, unit_rows
+from cmcr.spaces.base import Preprocessor, TransformersSpace, require_transformers, to_model
 
 
 def clip_image_processor(size: int) -> Any:
@@ -77,23 +77,6 @@ class TextPreprocessor(Preprocessor):
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
-def features_of(output: Any, key: str) -> torch.Tensor:
-    """A tower's projected features: a tensor (transformers 4.x ``get_*_features``), or the
-    ``key`` / ``pooler_output`` field of an output object (5.x)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    value = getattr(output, key, None)
-    return value if value is not None else output.pooler_output
-
-
-def to_model(inputs: dict[str, torch.Tensor], device: torch.device,
-             dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Move a batch to the model: floating tensors take the model's dtype, ids stay integers."""
-    return {key: value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype,
-                          non_blocking=True)
-            for key, value in inputs.items()}
-
-
 class ClipSpace(TransformersSpace):
     """CLIP's image and text towers; ``embed`` gives (n, projection_dim) unit rows."""
 
@@ -116,12 +99,6 @@ class ClipSpace(TransformersSpace):
             return ClipImagePreprocessor(self.processor.image_processor, self.frame_time)
         max_length = min(77, int(self.config.text_config.max_position_embeddings))
         return TextPreprocessor(self.processor.tokenizer, max_length)
-
-    def encode(self, modality: str, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        tower = self.tower(modality)
-        with torch.inference_mode():
-            output = tower(**to_model(inputs, self.device, self.dtype))
-        return unit_rows(features_of(output, "image_embeds" if modality == "image" else "text_embeds"))
 
     def embed_image_patches(self, images: Sequence[Any], batch_size: int = 32,
                             mode: str = "tokens") -> torch.Tensor:
