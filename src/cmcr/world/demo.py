@@ -8,9 +8,10 @@ audio-image pair on held-out scenes against baselines, ablations and a paired up
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -50,14 +51,12 @@ class DemoSettings:
     workers: int = 0
 
 
-def _timed(timings: dict[str, float], name: str):
-    class _Timer:
-        def __enter__(self):
-            self.start = time.perf_counter()
-
-        def __exit__(self, *_):
-            timings[name] = round(time.perf_counter() - self.start, 2)
-    return _Timer()
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Record the seconds the ``with`` block takes as ``timings[name]``."""
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 2)
 
 
 def prepare_world(out_dir: Path, settings: DemoSettings, progress: bool) -> WorldManifest:
