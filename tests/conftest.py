@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tiny_models"]  # tiny CLIP/CLAP checkpoints and the reference assets, as fixtures
+pytest_plugins = ["tiny_models", "search_fixtures"]  # tiny CLIP/CLAP checkpoints and the reference assets, as fixtures
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -9,6 +9,7 @@ from cmcr.retrieval import retrieve_pseudo_embeddings
 from cmcr.connect import connect
 from cmcr.spaces import load_space
 from cmcr.encoders import JointEmbedder
+from cmcr.serve.index import Index, SearchResult
 
 __all__ = [
     "__version__",
@@ -30,4 +31,6 @@ __all__ = [
     "connect",
     "load_space",
     "JointEmbedder",
+    "Index",
+    "SearchResult",
 ]

@@ -268,7 +268,17 @@ def _store_batch(space: Space, modality: str, batch: Batch, items: Sequence[Inpu
     rows = space.encode(modality, batch.inputs).numpy()
     keep = np.array([index >= start for index in batch.indices])
     if keep.any():
-        writer.append(rows[keep], [items[i].id for i, k in zip(batch.indices, keep) if k])
+        kept = [items[i] for i, k in zip(batch.indices, keep) if k]
+        writer.append(rows[keep], [item.id for item in kept],
+                      [row_metadata(modality, item) for item in kept])
+
+
+def row_metadata(modality: str, item: InputItem) -> dict[str, str]:
+    """What a store row records of its input: the text itself, or the file's absolute path
+    (what a search index shows and serves)."""
+    if modality == "text":
+        return {"text": item.source}
+    return {"source": os.path.abspath(item.source)}
 
 
 def _write_run_file(out: Path, space: Space, modality: str, summary: EmbedSummary) -> None:

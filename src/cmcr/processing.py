@@ -87,6 +87,7 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         return load_video_audio(path, sample_rate)
     import soundfile
 
+    check_riff_complete(path)
     try:
         samples, source_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except FileNotFoundError:
@@ -94,6 +95,25 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as err:
         raise InputError(f"{path}: cannot decode audio ({_reason(err)})") from None
     return finish_audio(samples.mean(axis=1), source_rate, sample_rate, path)
+
+
+def check_riff_complete(path: Path) -> None:
+    """Refuse a WAV (RIFF) file shorter than its header says: libsndfile would quietly decode
+    the part that is there. Streaming writers' placeholder sizes (0, 0xFFFFFFFF) are allowed."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(12)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({_reason(err)})") from None
+    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return
+    declared = int.from_bytes(header[4:8], "little") + 8
+    if 8 < declared < 0xFFFFFFF0 and size < declared:
+        raise InputError(f"{path}: truncated WAV file: its header declares {declared:,} bytes, "
+                         f"the file has {size:,}")
 
 
 def finish_audio(mono: np.ndarray, source_rate: int, sample_rate: int, path: Path | str) -> np.ndarray:

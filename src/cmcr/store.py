@@ -129,6 +129,23 @@ class EmbeddingStore:
         for start in range(0, len(self), chunk_rows):
             yield start, self.rows(start, start + chunk_rows)
 
+    def iter_labelled_chunks(self, chunk_rows: int
+                             ) -> Iterator[tuple[int, np.ndarray, list[str], list[dict] | None]]:
+        """Yield (start, float32 rows, their ids, their metadata or None), one shard's ids and
+        metadata in RAM at a time (for streaming over stores too large for RAM)."""
+        for index, shard in enumerate(self.info.shards):
+            first, last = int(self._starts[index]), int(self._starts[index + 1])
+            ids = (_read_jsonl(self.path / shard["ids"]) if "ids" in shard and self.path.is_dir()
+                   else [str(i) for i in range(first, last)])
+            meta = _read_jsonl(self.path / shard["meta"]) if self.info.has_metadata else None
+            if len(ids) != last - first or (meta is not None and len(meta) != last - first):
+                raise StoreError(f"{self.path}: shard {index} holds {last - first} rows but "
+                                 f"{len(ids)} ids / {len(meta or ids)} metadata rows")
+            for start in range(first, last, chunk_rows):
+                stop = min(last, start + chunk_rows)
+                yield (start, self.rows(start, stop), ids[start - first:stop - first],
+                       None if meta is None else meta[start - first:stop - first])
+
     def to_numpy(self) -> np.ndarray:
         """All rows in RAM as float32 (only for stores that fit)."""
         return self.rows(0, len(self))

@@ -19,6 +19,9 @@ examples:
   cmcr example --out runs/example            # connect two generated spaces end to end (offline)
   cmcr connect connect.yaml --out runs/clip-clap --set train.epochs=10
   cmcr store info emb/clip_text
+  cmcr index build --model runs/clip-clap --store emb/clip_image --store emb/clap_audio --out idx
+  cmcr search idx --audio dog.wav --modality image      # sounds -> pictures, no pairs needed
+  cmcr serve runs/demo                                  # the search page on the demo's world
   cmcr import-official clap_clip.pt --kind clap-clip --out models/clap-clip
 
 Run 'cmcr COMMAND --help' for each command's options."""
@@ -40,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Groups of sub-commands; each module has register(subparsers) and imports its heavy
 # dependencies only when one of its commands runs.
 COMMAND_GROUPS: list[str] = ["cmcr.cli.world", "cmcr.cli.core", "cmcr.cli.encoders",
-                             "cmcr.cli.evaluate"]
+                             "cmcr.cli.evaluate", "cmcr.cli.search"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -257,6 +257,15 @@ def counterfactual(models: dict[str, ConnectedModel], world: WorldManifest,
     return results
 
 
+def build_search_index(out_dir: Path, frozen: FrozenEmbeddings, progress: bool) -> Any:
+    """The test images and clips in C-MCR's joint space, for ``cmcr serve OUT``."""
+    from cmcr.serve.index import Index, StoreSource
+
+    stores = [StoreSource(str(frozen.stores[name]), name=name) for name in ("test_image", "test_audio")]
+    return Index.build(out_dir / "index", out_dir / "models" / "cmcr", stores, overwrite=True,
+                       progress=progress)
+
+
 # -- the whole run -------------------------------------------------------------------------------
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None,
              progress: bool = True) -> dict[str, Any]:
@@ -298,6 +307,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None,
             results["methods"]["cmcr"]["audio_to_image"]["R@1"] / upper if upper else None)
     with _timed(timings, "figures"):
         write_figures(out_dir, world, frozen, models["cmcr"], maps, positives)
+    with _timed(timings, "index"):
+        build_search_index(out_dir, frozen, progress)
     results["seconds"] = timings
     write_json(out_dir / "metrics.json", results)
     write_report(out_dir, results)

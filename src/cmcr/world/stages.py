@@ -72,10 +72,12 @@ def embed_world(world: WorldManifest, spaces: dict[str, Space], out_dir: Path,
     for name, (space_name, modality, split, field) in EMBEDDINGS.items():
         path = out_dir / name
         stores[name] = path
-        if not stale and (path / "store.json").exists() and open_store(path).info.complete:
+        existing = open_store(path).info if (path / "store.json").exists() else None
+        if not stale and existing and existing.complete and existing.has_metadata:
             continue
+        redo = stale or bool(existing and not existing.has_metadata)  # made before stores kept sources
         summary = embed_items(spaces[space_name], modality, _items(world, split, field), path,
-                              batch_size=128, workers=workers, progress=progress, overwrite=stale)
+                              batch_size=128, workers=workers, progress=progress, overwrite=redo)
         if summary.errors:
             raise CmcrError(f"{path}: {len(summary.errors)} world files could not be embedded, "
                             f"first: {summary.errors[0]}")

@@ -1,0 +1,221 @@
+"""Search sub-commands: index (build / add / info), search, serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+FORMATTER = argparse.RawDescriptionHelpFormatter
+
+INDEX_HELP = """\
+Build a search index of a connected model's joint space from embedding stores.
+
+Each --store (made by 'cmcr embed', or any cmcr store) is projected by the model's projector for
+its space into one segment of a FAISS index. Any modality of either space can go in: CLIP images,
+CLAP audio, either space's texts. The index records per row the store's id, modality, space and
+source file (or text), so search results can be shown and served.
+
+--store takes PATH, or path=PATH,space=NAME,media=DIR,name=NAME when the store cannot tell:
+  space  which of the model's spaces projects it (inferred from the store's modality and space)
+  media  the folder the store's ids are file paths in (stores from 'cmcr embed' record sources)
+  name   the collection's name (default: the store folder's name)
+
+Index kind (--index-type auto): exact search up to 100,000 rows a store; above that IVF with
+exact vectors when they fit --memory-budget, else IVF-PQ; the probed lists are tuned at build
+time to reach --target-recall recall@10 against exact search. Any FAISS factory string overrides
+it (HNSW32, IVF4096,Flat, IVF8192,PQ64). Building streams each store in chunks.
+
+examples:
+  cmcr index build --model runs/clip-clap --store emb/clip_image --store emb/clap_audio --out idx
+  cmcr index add idx --store emb/more_audio
+  cmcr index info idx
+"""
+
+SEARCH_HELP = """\
+Search an index with a text, an image or an audio file, or a stored row ("more like this").
+The query goes through the frozen space the index recorded for its modality (override with
+--space NAME=KIND:NAME_OR_PATH) and the model's projector, then the index. Results are best
+first; --modality keeps only rows of one modality (e.g. images for an audio query).
+
+examples:
+  cmcr search runs/demo --audio dog.wav --modality image -k 5
+  cmcr search idx --text "a dog barking" --json
+  cmcr search idx --like 42 --modality audio
+"""
+
+SERVE_HELP = """\
+Serve an index: a web page (search box, drag-and-drop of an image or a sound, results as image
+thumbnails and audio players; click a result for more like it) and a JSON API:
+
+  GET  /api/search?q=TEXT&modality=image&k=10&offset=0     search by text
+  GET  /api/search?like=ROW&modality=audio                  more like a stored row
+  POST /api/search   multipart: file=@query.wav, modality, k, offset
+  GET  /api/info                                            what the index holds
+  GET  /media/ROW                                           a result's image or audio file
+
+Answers: {"results": [{"id", "modality", "space", "score", "media_url", ...}]}, best first;
+bad requests get a 4xx with {"error": "..."}. Only rows of the index are served as media.
+
+examples:
+  cmcr demo --out runs/demo && cmcr serve runs/demo        # then open http://127.0.0.1:8000
+  cmcr serve idx --host 0.0.0.0 --port 8080 --max-upload-mb 50
+"""
+
+
+def register(subparsers) -> None:
+    _register_index(subparsers)
+    _register_search(subparsers)
+    _register_serve(subparsers)
+
+
+def _add_store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", action="append", required=True, metavar="STORE",
+                        help="a store to index (repeatable): PATH or path=PATH,space=,media=,name=")
+    parser.add_argument("--index-type", default="auto",
+                        help="auto (the rule above), exact, or a FAISS factory string")
+    parser.add_argument("--memory-budget-gb", type=float, default=None,
+                        help="RAM the index may take, for the auto rule (default: half the RAM)")
+    parser.add_argument("--target-recall", type=float, default=0.95,
+                        help="recall@10 the approximate search is tuned to (default: 0.95)")
+    parser.add_argument("--chunk-rows", type=int, default=65536,
+                        help="rows projected at a time (default: 65536)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _register_index(subparsers) -> None:
+    index = subparsers.add_parser("index", help="build, extend or describe a search index",
+                                  description=INDEX_HELP, formatter_class=FORMATTER)
+    actions = index.add_subparsers(dest="index_command", metavar="ACTION")
+    build = actions.add_parser("build", help="a new index from stores", description=INDEX_HELP,
+                               formatter_class=FORMATTER)
+    build.add_argument("--model", required=True, help="connected model directory")
+    build.add_argument("--out", required=True, help="index directory to write")
+    build.add_argument("--overwrite", action="store_true", help="replace an index at --out")
+    _add_store_options(build)
+    build.set_defaults(run=run_index_build)
+    add = actions.add_parser("add", help="add stores to an index (same model)",
+                             description=INDEX_HELP, formatter_class=FORMATTER)
+    add.add_argument("index", help="index directory")
+    _add_store_options(add)
+    add.set_defaults(run=run_index_add)
+    info = actions.add_parser("info", help="what an index holds")
+    info.add_argument("index", help="index directory")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(run=run_index_info)
+    index.set_defaults(run=lambda args: index.print_help() or 2)
+
+
+def _add_options(args: argparse.Namespace) -> dict[str, Any]:
+    budget = None if args.memory_budget_gb is None else int(args.memory_budget_gb * 2**30)
+    return {"index_type": args.index_type, "memory_budget": budget,
+            "target_recall": args.target_recall, "chunk_rows": args.chunk_rows,
+            "progress": not args.quiet}
+
+
+def run_index_build(args: argparse.Namespace) -> int:
+    from cmcr.serve.index import Index
+
+    index = Index.build(args.out, args.model, args.store, overwrite=args.overwrite,
+                        **_add_options(args))
+    print(format_info(index.info()))
+    return 0
+
+
+def run_index_add(args: argparse.Namespace) -> int:
+    from cmcr.serve.index import Index
+
+    index = Index.open(args.index)
+    index.add(args.store, **_add_options(args))
+    print(format_info(index.info()))
+    return 0
+
+
+def run_index_info(args: argparse.Namespace) -> int:
+    from cmcr.serve.index import Index
+
+    info = Index.open(args.index).info()
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """An index's description as text: totals, then one line per collection."""
+    lines = [f"index {info['path']}: {info['rows']:,} rows, {info['dim']}-d joint space, "
+             f"{info['disk_bytes'] / 2**20:.1f} MiB on disk",
+             f"model {info['model']} (weights sha256 {info['model_digest']}...)"]
+    lines += [f"space {name}: {spec}" for name, spec in info["spaces"].items()]
+    header = f"{'collection':<24} {'modality':<9} {'space':<8} {'rows':>10}  index"
+    lines += ["", header, "-" * len(header)]
+    for c in info["collections"]:
+        tuned = (f" ({c['search_parameter']}={c['search_value']}, recall@10 "
+                 f"{c['tuned_recall']:.3f})" if c["search_parameter"] else "")
+        lines.append(f"{c['name'][:24]:<24} {c['modality']:<9} {c['space']:<8} {c['rows']:>10,}  "
+                     f"{c['factory']}{tuned}")
+    return "\n".join(lines)
+
+
+# -- search --------------------------------------------------------------------------------------
+def _register_search(subparsers) -> None:
+    parser = subparsers.add_parser("search", help="search an index by text, file or row",
+                                   description=SEARCH_HELP, formatter_class=FORMATTER)
+    parser.add_argument("index", help="index directory (or a demo's output folder)")
+    query = parser.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="a text query")
+    query.add_argument("--image", help="an image file")
+    query.add_argument("--audio", help="an audio file")
+    query.add_argument("--like", type=int, metavar="ROW", help="a row of the index")
+    parser.add_argument("--modality", default=None, help="only rows of this modality")
+    parser.add_argument("-k", type=int, default=10, help="results (default: 10)")
+    parser.add_argument("--offset", type=int, default=0, help="skip this many results (paging)")
+    parser.add_argument("--space", action="append", default=[], metavar="NAME=KIND:NAME_OR_PATH",
+                        help="the frozen space behind a model space, if not the recorded one")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(run=run_search)
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from cmcr.cli.encoders import parse_space_options
+    from cmcr.serve.index import Index
+
+    index = Index.open(args.index, spaces=parse_space_options(args.space), device=args.device)
+    results = index.search(text=args.text, image=args.image, audio=args.audio, like=args.like,
+                           modality=args.modality, k=args.k, offset=args.offset)
+    if args.json:
+        print(json.dumps({"results": [r.to_json() for r in results]}, indent=2))
+        return 0
+    print(f"{'#':>3}  {'score':>6}  {'row':>7}  {'modality':<8}  {'space':<6}  id / source")
+    for rank, hit in enumerate(results, start=args.offset + 1):
+        shown = hit.text if hit.text else hit.source or ""
+        label = hit.id if shown in ("", hit.id) else f"{hit.id}  {shown}"
+        print(f"{rank:>3}  {hit.score:>6.3f}  {hit.row:>7}  {hit.modality:<8}  {hit.space:<6}  "
+              f"{label}")
+    return 0
+
+
+# -- serve ---------------------------------------------------------------------------------------
+def _register_serve(subparsers) -> None:
+    parser = subparsers.add_parser("serve", help="web page and JSON API over an index",
+                                   description=SERVE_HELP, formatter_class=FORMATTER)
+    parser.add_argument("index", help="index directory (or a demo's output folder)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
+                        "127.0.0.1; 0.0.0.0 for other machines)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--max-upload-mb", type=float, default=20.0,
+                        help="largest upload accepted (default: 20 MB)")
+    parser.add_argument("--space", action="append", default=[], metavar="NAME=KIND:NAME_OR_PATH",
+                        help="the frozen space behind a model space, if not the recorded one")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1")
+    parser.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from cmcr.cli.encoders import parse_space_options
+    from cmcr.serve.app import serve
+    from cmcr.serve.index import Index
+
+    index = Index.open(args.index, spaces=parse_space_options(args.space), device=args.device)
+    serve(index, host=args.host, port=args.port,
+          max_upload_bytes=int(args.max_upload_mb * 1_000_000))
+    return 0

@@ -1,0 +1,153 @@
+// cmcr search page: text box, drag-and-drop of an image or a sound, results grid, more-like-this.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { query: null, offset: 0 };  // query: {kind: "text"|"file"|"like", value, label}
+
+function el(tag, attrs = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "text") node.textContent = value;
+    else if (key === "class") node.className = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+async function loadInfo() {
+  try {
+    const info = await (await fetch("/api/info")).json();
+    const counts = {};
+    for (const c of info.collections) counts[c.modality] = (counts[c.modality] || 0) + c.rows;
+    const parts = Object.entries(counts).map(([m, n]) => `${n.toLocaleString()} ${m}`);
+    $("index-info").textContent = `${info.rows.toLocaleString()} rows (${parts.join(", ")}) in a ` +
+      `${info.dim}-d joint space · spaces: ${Object.keys(info.spaces).join(", ") || "—"}`;
+    for (const modality of info.modalities) {
+      $("modality").append(el("option", { value: modality, text: `only ${modality}` }));
+    }
+  } catch (error) {
+    showError(`cannot read /api/info: ${error}`);
+  }
+}
+
+function showError(message) {
+  $("status").textContent = message;
+  $("status").className = "error";
+}
+
+function request(query, offset) {
+  const k = $("k").value, modality = $("modality").value;
+  if (query.kind === "file") {
+    const form = new FormData();
+    form.append("file", query.value, query.value.name || "upload");
+    form.append("k", k);
+    form.append("offset", offset);
+    if (modality) form.append("modality", modality);
+    return fetch("/api/search", { method: "POST", body: form });
+  }
+  const params = new URLSearchParams({ k, offset });
+  params.set(query.kind === "text" ? "q" : "like", query.value);
+  if (modality) params.set("modality", modality);
+  return fetch(`/api/search?${params}`);
+}
+
+async function search(query, append = false) {
+  state.query = query;
+  state.offset = append ? state.offset + Number($("k").value) : 0;
+  $("status").className = "";
+  $("status").textContent = `searching for ${query.label}…`;
+  let answer;
+  try {
+    const response = await request(query, state.offset);
+    answer = await response.json();
+    if (!response.ok) return showError(`${response.status}: ${answer.error || "request failed"}`);
+  } catch (error) {
+    return showError(`the server did not answer: ${error}`);
+  }
+  if (!append) $("results").replaceChildren();
+  for (const hit of answer.results) $("results").append(card(hit));
+  const shown = $("results").children.length;
+  const filter = $("modality").value ? ` among ${$("modality").value} rows` : "";
+  $("status").textContent = `${shown} results for ${query.label}${filter} · ${answer.took_ms} ms`;
+  $("more").hidden = answer.results.length < Number($("k").value);
+}
+
+function preview(hit) {
+  if (hit.modality === "image" && hit.media_url) {
+    return el("img", { src: hit.media_url, alt: hit.id, loading: "lazy" });
+  }
+  if (hit.modality === "audio" && hit.media_url) {
+    const box = el("div", {}, [el("div", { class: "sound", text: "♪" })]);
+    box.append(el("audio", { controls: "", preload: "none", src: hit.media_url }));
+    return box;
+  }
+  return el("blockquote", { text: hit.text || hit.id });
+}
+
+function card(hit) {
+  const score = Math.max(0, Math.min(1, hit.score));
+  const node = el("article", { class: "result", "data-id": hit.id, "data-row": hit.row,
+                                "data-modality": hit.modality, title: "click: more like this" }, [
+    preview(hit),
+    el("div", { class: "meta" }, [el("span", { class: `badge ${hit.modality}`, text: hit.modality }),
+                                  el("span", { class: "score", text: hit.score.toFixed(3) })]),
+    el("div", { class: "bar" }, [el("i", { style: `width:${(100 * score).toFixed(1)}%` })]),
+    el("div", { class: "id", text: hit.id }),
+  ]);
+  node.addEventListener("click", (event) => {
+    if (event.target.tagName === "AUDIO") return;  // playing is not searching
+    showQuery(hit);
+    search({ kind: "like", value: hit.row, label: `more like ${hit.modality} “${hit.id}”` });
+  });
+  return node;
+}
+
+function showQuery(source) {
+  const view = $("query-view");
+  view.replaceChildren();
+  if (source instanceof File) {
+    const url = URL.createObjectURL(source);
+    view.append(source.type.startsWith("image/") ? el("img", { src: url, alt: source.name })
+                                                 : el("audio", { controls: "", src: url }));
+    view.append(el("span", { text: `query: ${source.name}` }));
+  } else if (source && source.media_url) {
+    view.append(preview(source), el("span", { text: `query: ${source.modality} ${source.id}` }));
+  } else {
+    view.hidden = true;
+    return;
+  }
+  view.hidden = false;
+}
+
+function searchFile(file) {
+  if (!file) return;
+  showQuery(file);
+  search({ kind: "file", value: file, label: `“${file.name}”` });
+}
+
+$("search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("query").value.trim();
+  if (!text) return showError("type a query, or drop an image or a sound");
+  showQuery(null);
+  search({ kind: "text", value: text, label: `“${text}”` });
+});
+$("modality").addEventListener("change", () => state.query && search(state.query));
+$("more").addEventListener("click", () => state.query && search(state.query, true));
+
+const zone = $("drop-zone");
+zone.addEventListener("click", () => $("file").click());
+zone.addEventListener("keydown", (event) => event.key === "Enter" && $("file").click());
+$("file").addEventListener("change", () => searchFile($("file").files[0]));
+for (const name of ["dragenter", "dragover"]) {
+  zone.addEventListener(name, (event) => { event.preventDefault(); zone.classList.add("over"); });
+}
+zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+zone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  zone.classList.remove("over");
+  searchFile(event.dataTransfer.files[0]);
+});
+
+loadInfo();

@@ -1,0 +1,106 @@
+"""The search page in headless Chromium (Debian's chromium, driven by Playwright): type a query,
+drop a WAV, click a result for more like it. In CI (CI=true) a missing browser fails the test;
+elsewhere it skips with the reason."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import urllib.request
+
+import pytest
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    reason = None
+    if path is None:
+        reason = "no Chromium on PATH (apt-get install chromium; .ci/run installs it)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reason = "playwright is not installed (pip install -e '.[test]')"
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser test cannot run in CI: {reason}")
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="module")
+def page(live_server):
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        tab = browser.new_page(viewport={"width": 1200, "height": 900})
+        tab.goto(live_server)
+        tab.wait_for_function("document.querySelector('#modality').options.length > 1")
+        yield tab
+        browser.close()
+
+
+def api(live_server: str, query: str) -> list[dict]:
+    with urllib.request.urlopen(f"{live_server}/api/search?{query}") as answer:
+        return json.load(answer)["results"]
+
+
+def card_ids(page) -> list[str]:
+    return page.locator("#results .result").evaluate_all("cards => cards.map(c => c.dataset.id)")
+
+
+def test_typing_a_query_shows_result_cards(page, live_server):
+    page.select_option("#modality", "image")
+    page.fill("#query", "a yellow sun")
+    page.press("#query", "Enter")
+    page.wait_for_selector("#results .result")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('results')")
+    expected = [r["id"] for r in api(live_server, "q=a%20yellow%20sun&modality=image&k=20")]
+    assert card_ids(page) == expected
+    assert page.locator("#results .result img").count() == len(expected)
+    assert "24 rows" in page.text_content("#index-info")
+
+
+def test_dropping_a_wav_searches_with_it(page, live_server, search_world):
+    wav = (search_world["sounds"] / "sound-4.wav").read_bytes()
+    page.select_option("#modality", "audio")
+    page.evaluate("""([name, data]) => {
+        const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], name, {type: 'audio/wav'}));
+        const zone = document.querySelector('#drop-zone');
+        zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: transfer, bubbles: true}));
+        zone.dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true}));
+    }""", ["sound-4.wav", base64.b64encode(wav).decode()])
+    page.wait_for_function("document.querySelector('#status').textContent.includes('sound-4.wav')"
+                           " && document.querySelector('#status').textContent.includes('results')")
+    ids = card_ids(page)
+    assert ids[0] == "sound-4.wav" and len(ids) == 8
+    assert page.locator("#results .result audio").count() == 8
+    assert page.locator("#query-view audio").count() == 1  # the dropped sound can be played
+
+
+def test_clicking_a_result_searches_with_it(page, live_server):
+    page.select_option("#modality", "image")
+    page.fill("#query", "a red square")
+    page.press("#query", "Enter")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('red square')")
+    first = page.locator("#results .result").first
+    row = first.get_attribute("data-row")
+    first.click()
+    page.wait_for_function("document.querySelector('#status').textContent.includes('more like')")
+    expected = [r["id"] for r in api(live_server, f"like={row}&modality=image&k=20")]
+    assert card_ids(page) == expected and first.get_attribute("data-row") != row
+
+
+def test_a_bad_upload_shows_the_servers_message(page):
+    page.set_input_files("#file", files=[{"name": "notes.jpg", "mimeType": "image/jpeg",
+                                          "buffer": b"not an image at all"}])
+    page.wait_for_selector("#status.error")
+    assert "415" in page.text_content("#status") and "neither an image" in page.text_content("#status")
