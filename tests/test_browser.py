@@ -59,8 +59,7 @@ def test_typing_a_query_shows_result_cards(page, live_server):
     page.select_option("#modality", "image")
     page.fill("#query", "a yellow sun")
     page.press("#query", "Enter")
-    page.wait_for_selector("#results .result")
-    page.wait_for_function("document.querySelector('#status').textContent.includes('results')")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('results for')")
     expected = [r["id"] for r in api(live_server, "q=a%20yellow%20sun&modality=image&k=20")]
     assert card_ids(page) == expected
     assert page.locator("#results .result img").count() == len(expected)
@@ -90,11 +89,11 @@ def test_clicking_a_result_searches_with_it(page, live_server):
     page.select_option("#modality", "image")
     page.fill("#query", "a red square")
     page.press("#query", "Enter")
-    page.wait_for_function("document.querySelector('#status').textContent.includes('red square')")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('results for “a red')")
     first = page.locator("#results .result").first
     row = first.get_attribute("data-row")
     first.click()
-    page.wait_for_function("document.querySelector('#status').textContent.includes('more like')")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('results for more')")
     expected = [r["id"] for r in api(live_server, f"like={row}&modality=image&k=20")]
     assert card_ids(page) == expected and first.get_attribute("data-row") != row
 

@@ -116,3 +116,24 @@ def test_embeddings_made_by_other_space_weights_are_redone(tmp_path):
     (tmp_path / "emb" / "spaces.json").write_text('{"clip": "other", "clap": "other"}')
     embed_world(world, spaces, tmp_path / "emb", progress=False)  # other weights: redone
     assert (tmp_path / "emb" / "clip_text" / "store.json").stat().st_mtime_ns != stamp
+
+
+def test_the_demo_leaves_a_search_index_that_ranks_like_the_evaluation(demo):
+    import numpy as np
+
+    from cmcr import Index
+    from cmcr.model import ConnectedModel
+    from cmcr.store import open_store
+
+    out, _ = demo
+    index = Index.open(out, device="cpu")  # the demo folder: its index/ is found
+    assert index.modalities == ["audio", "image"] and len(index) == 2 * REDUCED.test_pairs
+    model = ConnectedModel.from_pretrained(out / "models" / "cmcr")
+    images = model.project("clip", open_store(out / "emb" / "test_image").to_numpy()).numpy()
+    audio_store = open_store(out / "emb" / "test_audio")
+    query = model.project("clap", audio_store.rows(4, 5)).numpy()[0]
+    expected = np.argsort(-(images @ query), kind="stable")[:5]
+    clip_file = audio_store.metadata()[4]["source"]
+    hits = index.search(audio=clip_file, modality="image", k=5)
+    np.testing.assert_allclose([h.score for h in hits], (images @ query)[expected], atol=1e-4)
+    assert all(h.source and h.source.endswith(".png") for h in hits)

@@ -16,7 +16,7 @@ from cmcr.model import ConnectedModel
 from cmcr.serve import ann
 from cmcr.serve.index import StoreSource, row_source
 from cmcr.serve.records import StringTable, StringTableWriter
-from cmcr.store import open_store, write_store
+from cmcr.store import StoreWriter, open_store, write_store
 from search_fixtures import build_joint_model
 
 
@@ -206,6 +206,30 @@ def test_add_extends_an_index_without_touching_its_segments(tmp_path, joint_mode
     assert len(index) == 300  # the first handle still sees what it built
 
 
+def test_an_interrupted_build_keeps_its_finished_collections(tmp_path, joint_model, two_stores,
+                                                            monkeypatch):
+    import cmcr.serve.index as index_module
+
+    images, sounds = two_stores
+    real_build, calls = index_module.build_segment, []
+
+    def interrupted_on_the_second(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(index_module, "build_segment", interrupted_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        Index.build(tmp_path / "idx", joint_model, [str(images.path), str(sounds.path)],
+                    progress=False)
+    monkeypatch.undo()
+    index = Index.open(tmp_path / "idx")
+    assert len(index) == 300 and index.modalities == ["image"]
+    index.add([str(sounds.path)], progress=False)
+    assert len(Index.open(tmp_path / "idx")) == 500
+
+
 def test_an_index_refuses_another_model(tmp_path, joint_model, two_stores):
     images, _ = two_stores
     model = shutil.copytree(joint_model, tmp_path / "model")
@@ -234,6 +258,14 @@ def test_bad_stores_are_named(tmp_path, joint_model, two_stores):
     text = write_store(tmp_path / "texts", unit_rows(5, 16), space="other:x", modality="text")
     with pytest.raises(ConfigError, match="space=NAME"):
         Index.build(tmp_path / "d", joint_model, [str(text.path)], progress=False)
+    partial = StoreWriter(tmp_path / "partial", dim=16, space="clip:x", modality="image",
+                          shard_rows=2)
+    partial.append(unit_rows(3, 16), ["a", "b", "c"])  # one shard on disk, never closed
+    with pytest.raises(StoreError, match="incomplete"):
+        Index.build(tmp_path / "f", joint_model, [str(partial.path)], progress=False)
+    with pytest.raises(StoreError, match="given twice"):
+        Index.build(tmp_path / "g", joint_model, [str(images.path), str(images.path)],
+                    progress=False)
     Index.build(tmp_path / "e", joint_model, [str(images.path)], progress=False)
     with pytest.raises(StoreError, match="already there"):
         Index.build(tmp_path / "e", joint_model, [str(images.path)], progress=False)

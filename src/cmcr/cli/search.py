@@ -212,8 +212,14 @@ def _register_serve(subparsers) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from cmcr.cli.encoders import parse_space_options
-    from cmcr.serve.app import serve
+    from cmcr.errors import MissingDependencyError
     from cmcr.serve.index import Index
+
+    try:
+        from cmcr.serve.app import serve
+    except ImportError as err:
+        raise MissingDependencyError(f"cmcr serve needs starlette, uvicorn and python-multipart "
+                                     f"({err}): pip install starlette uvicorn python-multipart") from None
 
     index = Index.open(args.index, spaces=parse_space_options(args.space), device=args.device)
     serve(index, host=args.host, port=args.port,

@@ -141,25 +141,37 @@ def perturbed_queries(rows: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 class ExactTopK:
-    """Running exact top-k of fixed queries over rows that arrive in chunks (for tuning)."""
+    """Running exact top-k of fixed queries over rows that arrive in chunks (for tuning); RAM is
+    bounded by FAISS's blocked brute-force search, never a (queries, chunk) index matrix."""
 
     def __init__(self, queries: np.ndarray, k: int):
-        self.queries = queries
+        self.queries = np.ascontiguousarray(queries, dtype=np.float32)
         self.k = k
         self.scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
         self.labels = np.zeros((len(queries), 0), dtype=np.int64)
 
     def update(self, start: int, rows: np.ndarray) -> None:
-        scores = np.concatenate([self.scores, self.queries @ rows.T], axis=1)
-        labels = np.concatenate([self.labels, np.broadcast_to(
-            np.arange(start, start + len(rows)), (len(self.queries), len(rows)))], axis=1)
-        if scores.shape[1] > self.k:
-            part = np.argpartition(-scores, self.k - 1, axis=1)[:, :self.k]
-            scores, labels = (np.take_along_axis(scores, part, axis=1),
-                              np.take_along_axis(labels, part, axis=1))
-        keep = np.argsort(-scores, axis=1, kind="stable")
+        faiss = require_faiss()
+        k = min(self.k, len(rows))
+        scores, labels = faiss.knn(self.queries, np.ascontiguousarray(rows, dtype=np.float32), k,
+                                   metric=faiss.METRIC_INNER_PRODUCT)
+        scores = np.concatenate([self.scores, scores], axis=1)
+        labels = np.concatenate([self.labels, labels + start], axis=1)
+        keep = np.argsort(-scores, axis=1, kind="stable")[:, :self.k]
         self.scores = np.take_along_axis(scores, keep, axis=1)
         self.labels = np.take_along_axis(labels, keep, axis=1)
+
+
+def flat_storage(index: Any, rows: int) -> np.ndarray | None:
+    """A writable (rows, d) view of a Flat index's vectors, allocated once at full size (adding
+    chunk by chunk would grow the buffer by doubling: up to twice the index in RAM); None for
+    other kinds of index."""
+    faiss = require_faiss()
+    if type(index) not in (faiss.IndexFlatIP, faiss.IndexFlat) or index.ntotal:
+        return None
+    index.codes.resize(rows * index.d * 4)
+    index.ntotal = rows
+    return faiss.rev_swig_ptr(index.get_xb(), rows * index.d).reshape(rows, index.d)
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
@@ -187,6 +199,11 @@ def tune_search(index: Any, plan: IndexPlan, truth: ExactTopK,
         if recall >= target or value >= limit:
             return value, recall
         value = min(value * 2, limit)
+
+
+def scans_most_lists(index: Any, plan: IndexPlan, value: int | None) -> bool:
+    """Whether the tuned IVF search probes a quarter of the lists or more (little speed-up)."""
+    return plan.search_parameter == "nprobe" and bool(value) and value * 4 >= _ivf_lists(index)
 
 
 def write_index(index: Any, path: Path) -> None:

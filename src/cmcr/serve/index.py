@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cmcr.errors import CheckpointError, ConfigError, StoreError
+from cmcr.errors import CheckpointError, CmcrError, ConfigError, StoreError
 from cmcr.serve import ann
 from cmcr.serve.records import StringTable, StringTableWriter
 from cmcr.store import EmbeddingStore, open_store
@@ -36,6 +37,13 @@ MAX_K = 1000
 MAX_DEPTH = 10_000  # offset + k
 SOURCE_KEYS = ("source", "path", "file", "filepath", "image", "audio")  # metadata naming the file
 TEXT_KEYS = ("text", "caption", "sentence")
+
+
+class NotInIndexError(CmcrError, KeyError):
+    """A row that is not in the index, or has nothing to serve."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass
@@ -222,6 +230,10 @@ class Index:
         sources = [s if isinstance(s, StoreSource) else StoreSource.parse(s) for s in stores]
         opened = [(source, open_store(source.path)) for source in sources]
         plans = [self._plan_collection(source, store, model) for source, store in opened]
+        resolved = [plan.store for plan in plans]
+        for store_path in set(resolved):
+            if resolved.count(store_path) > 1:
+                raise StoreError(f"{store_path}: the store is given twice")
         added = []
         for (source, store), collection in zip(opened, plans):
             self._place(collection)
@@ -242,6 +254,9 @@ class Index:
         resolved = str(Path(source.path).expanduser().resolve())
         if any(c.store == resolved for c in self.manifest.collections):
             raise StoreError(f"{source.path}: this store is already in the index {self.path}")
+        if not store.info.complete:
+            raise StoreError(f"{source.path}: the store is incomplete (an interrupted or running "
+                             "'cmcr embed'?): finish it first")
         if store.modality is None and source.space is None:
             raise StoreError(f"{source.path}: the store does not record its modality (a plain "
                              ".npy?): give it as path=...,space=NAME and store it with cmcr embed")
@@ -309,7 +324,7 @@ class Index:
 
     def collection_of(self, row: int) -> Collection:
         if not 0 <= row < len(self):
-            raise KeyError(f"row {row} is not in the index (it has rows 0..{len(self) - 1})")
+            raise NotInIndexError(f"row {row} is not in the index (it has rows 0..{len(self) - 1})")
         return next(c for c in self.manifest.collections if c.start <= row < c.start + c.rows)
 
     def _table(self, collection: Collection, kind: str) -> StringTable:
@@ -499,10 +514,14 @@ def build_segment(stem: Path, store: EmbeddingStore, project: Callable[[np.ndarr
     bar = tqdm(total=len(store), unit="row", disable=not progress, dynamic_ncols=True,
                desc=f"index {collection.name} ({collection.modality} via {collection.space}, "
                     f"{plan.factory})")
+    storage = ann.flat_storage(index, len(store))
     with bar:
         for start, rows, row_ids, metadata in store.iter_labelled_chunks(chunk_rows):
             joint = project(rows)
-            index.add(joint)
+            if storage is not None:
+                storage[start:start + len(joint)] = joint
+            else:
+                index.add(joint)
             if truth is not None:
                 truth.update(start, joint)
             ids.extend(row_ids)
@@ -512,6 +531,11 @@ def build_segment(stem: Path, store: EmbeddingStore, project: Callable[[np.ndarr
     ids.close()
     sources.close()
     tuned = ann.tune_search(index, plan, truth, target_recall) if truth else (None, None)
+    if ann.scans_most_lists(index, plan, tuned[0]):
+        collection.reason += (f"; {plan.search_parameter}={tuned[0]} was needed for the target "
+                              "recall, so this index is hardly faster than exact search on these "
+                              "rows (try --index-type HNSW32, or a lower --target-recall)")
+        print(f"cmcr: note: {collection.name}: {collection.reason}", file=sys.stderr)
     ann.write_index(index, Path(f"{stem}.faiss"))
     return tuned
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from cmcr.errors import ConfigError, InputError
+from cmcr.errors import CmcrError, ConfigError, InputError
 from cmcr.processing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 
 MAX_QUERY_CHARS = 2000
@@ -91,6 +91,18 @@ class QueryEncoder:
                                   f"'{name}' projector takes {expected}-d")
             self._spaces[name] = space
         return self._spaces[name]
+
+    def warm_up(self, modalities: list[str]) -> None:
+        """Load the towers that queries of ``modalities`` will need (so the first query is fast);
+        a space that cannot be loaded is left for its first query to report."""
+        for modality in modalities:
+            try:
+                name = self.model.space_for(modality)
+                space = self.space(name)
+                if hasattr(space, "tower"):
+                    space.tower(modality)
+            except CmcrError:
+                continue
 
     def embed(self, modality: str, item: Any) -> np.ndarray:
         """One text, path or decoded item of ``modality`` -> (d,) joint-space unit row."""

@@ -1,0 +1,311 @@
+"""Benchmark: the search index (exact vs approximate at 1M rows) and the server under load.
+
+Part 1, the index (``--rows`` x ``--dim`` generated joint-space rows in a float16 store):
+rows are drawn around ``--clusters`` random centres (cosine ~0.7 to their centre, as real
+embeddings cluster by meaning; uniform random rows have no neighbourhoods for any index to find).
+Each variant -- ``exact`` (FAISS Flat) and ``auto`` (the rule in cmcr.serve.ann: IVF with
+recall-tuned nprobe at this size) -- is built by cmcr's own segment builder in a fresh ``spawn``-ed
+process, which reports build seconds and its peak anonymous RAM (sampled every 20 ms; file-backed
+pages of the memory-mapped store are the kernel's to drop and are left out). Then both are opened
+through ``cmcr.Index`` and answer the same held-out queries one at a time (as a server does):
+p50/p99 latency, recall@10 of ``auto`` against ``exact``, and the speed-up ratio.
+
+Part 2, the server (needs ``cmcr demo --out runs/demo`` first): ``cmcr serve`` runs as its own
+process on 127.0.0.1; the same text and audio-file queries go (a) through the Python API in this
+process, (b) over HTTP from one client, one at a time, (c) from ``--clients`` concurrent clients.
+Every loop is bounded by a request count and a deadline and stops by itself. Client and server
+share the machine's cores, so (c) measures both.
+
+    python bench/bench_search.py                          # both parts (about 10 minutes on 2 cores)
+    python bench/bench_search.py --rows 200000 --skip-server
+    python bench/bench_search.py --skip-index --demo runs/demo --clients 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+MIB = 2**20
+TEXT_QUERIES = ["a dog barking", "a bell ringing", "a siren", "a clock ticking", "a drum",
+                "a bird singing", "water running", "an engine", "a cat", "a phone ringing",
+                "a door knocking", "a whistle", "a horn", "wind blowing", "a baby crying", "a bee"]
+
+
+# -- generated rows ------------------------------------------------------------------------------
+def clustered_rows(count: int, dim: int, centres: np.ndarray, seed: int) -> np.ndarray:
+    generator = np.random.default_rng(seed)
+    noise = generator.standard_normal((count, dim), dtype=np.float32) / np.sqrt(dim)
+    rows = centres[generator.integers(0, len(centres), count)] + noise
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def make_centres(clusters: int, dim: int, seed: int = 0) -> np.ndarray:
+    centres = np.random.default_rng(seed).standard_normal((clusters, dim), dtype=np.float32)
+    return centres / np.linalg.norm(centres, axis=1, keepdims=True)
+
+
+def write_rows(path: Path, rows: int, dim: int, clusters: int, chunk: int = 65536) -> None:
+    from cmcr.store import StoreWriter
+
+    centres = make_centres(clusters, dim)
+    writer = StoreWriter(path, dim=dim, space="bench:generated", modality="image",
+                         dtype="float16", normalized=True, overwrite=True)
+    for number, start in enumerate(range(0, rows, chunk)):
+        block = clustered_rows(min(chunk, rows - start), dim, centres, seed=1000 + number)
+        writer.append(block, [f"row-{i}" for i in range(start, start + len(block))])
+    writer.close()
+
+
+# -- building, in a fresh process ------------------------------------------------------------------
+def anon_rss() -> int:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def build_child(store_dir: str, out_dir: str, index_type: str, queue: Any) -> None:
+    """Build one index of the generated store (rows are already joint-space: identity projector)."""
+    from cmcr.serve import ann
+    from cmcr.serve.index import Collection, IndexManifest, build_segment, write_manifest
+    from cmcr.store import open_store
+
+    store = open_store(store_dir)
+    baseline, peak, done = anon_rss(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], anon_rss())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    began = time.perf_counter()
+    plan = ann.choose_index(len(store), store.dim, index_type)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    collection = Collection(name="generated", store=store_dir, space="bench",
+                            frozen_space=None, modality="image", rows=len(store), start=0,
+                            segment="segment-00000", factory="", reason="")
+    tuned = build_segment(out / collection.segment, store, lambda rows: rows, store.dim, plan,
+                          collection, ann.DEFAULT_TARGET_RECALL, 65536, progress=True)
+    collection.search_value, collection.tuned_recall = tuned
+    write_manifest(out, IndexManifest(model="(bench: generated rows)", model_digest="", dim=store.dim,
+                                      collections=[collection]))
+    seconds = time.perf_counter() - began
+    done.set()
+    sampler.join()
+    queue.put({"seconds": seconds, "peak_extra_anon_mib": (peak[0] - baseline) / MIB,
+               "factory": plan.factory, "search": f"{plan.search_parameter}={tuned[0]}"
+               if plan.search_parameter else "-", "tuned_recall": tuned[1],
+               "index_mib": (out / "segment-00000.faiss").stat().st_size / MIB})
+
+
+def build_in_child(store_dir: Path, out_dir: Path, index_type: str) -> dict[str, Any]:
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=build_child, args=(str(store_dir), str(out_dir), index_type,
+                                                      queue))
+    child.start()
+    result = queue.get()
+    child.join()
+    return result
+
+
+# -- timing ------------------------------------------------------------------------------------------
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ordered = sorted(seconds)
+    pick = lambda q: 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"p50_ms": pick(0.50), "p99_ms": pick(0.99),
+            "per_s": len(ordered) / sum(ordered) if sum(ordered) else 0.0}
+
+
+def timed_calls(call: Callable[[Any], Any], inputs: list[Any]) -> tuple[list[float], list[Any]]:
+    seconds, outputs = [], []
+    for item in inputs:
+        began = time.perf_counter()
+        outputs.append(call(item))
+        seconds.append(time.perf_counter() - began)
+    return seconds, outputs
+
+
+def index_part(args: argparse.Namespace, workdir: Path) -> None:
+    from cmcr import Index
+    from cmcr.serve import ann
+
+    store = workdir / "store"
+    print(f"writing {args.rows:,} x {args.dim} generated rows (float16 store) ...", flush=True)
+    write_rows(store, args.rows, args.dim, args.clusters)
+    builds = {variant: build_in_child(store, workdir / variant, variant)
+              for variant in ("exact", "auto")}
+    centres = make_centres(args.clusters, args.dim)
+    queries = ann.perturbed_queries(clustered_rows(args.queries, args.dim, centres, seed=7), seed=8)
+    timings, found = {}, {}
+    for variant in builds:
+        index = Index.open(workdir / variant)
+        index.search(vector=queries[0], k=10)  # opens the segment
+        seconds, hits = timed_calls(lambda q: index.search(vector=q, k=10), list(queries))
+        timings[variant] = percentiles(seconds)
+        found[variant] = np.array([[h.row for h in result] for result in hits])
+    recall = ann.recall_at_k(found["auto"], found["exact"])
+    print_index_table(args, builds, timings, recall)
+
+
+def print_index_table(args: argparse.Namespace, builds: dict, timings: dict, recall: float) -> None:
+    print(f"\n{args.rows:,} x {args.dim} rows, {args.queries} held-out queries one at a time, k=10")
+    print(f"{'variant':<7} {'index':<16} {'search':<12} {'build s':>8} {'peak RAM MiB':>13} "
+          f"{'index MiB':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for variant, build in builds.items():
+        timing = timings[variant]
+        print(f"{variant:<7} {build['factory']:<16} {build['search']:<12} {build['seconds']:>8.1f} "
+              f"{build['peak_extra_anon_mib']:>13.0f} {build['index_mib']:>10.0f} "
+              f"{timing['p50_ms']:>8.2f} {timing['p99_ms']:>8.2f}")
+    speedup = timings["exact"]["p50_ms"] / timings["auto"]["p50_ms"]
+    print(f"auto vs exact: {speedup:.1f}x faster at p50 (goal >= 10x), recall@10 {recall:.3f} "
+          f"(goal >= 0.95; tuned at build: {builds['auto']['tuned_recall']})")
+
+
+# -- the server ----------------------------------------------------------------------------------
+def start_server(index_dir: Path, port: int) -> subprocess.Popen:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from search_fixtures import wait_until_serving
+
+    process = subprocess.Popen([sys.executable, "-m", "cmcr", "serve", str(index_dir), "--port",
+                                str(port), "--device", "cpu"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    wait_until_serving(f"http://127.0.0.1:{port}", process)
+    return process
+
+
+def http_search(port: int, query: Any) -> int:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        if isinstance(query, str):
+            connection.request("GET", "/api/search?" + urllib.parse.urlencode(
+                {"q": query, "k": 10, "modality": "image"}))
+        else:
+            boundary = uuid.uuid4().hex
+            body = (f'--{boundary}\r\nContent-Disposition: form-data; name="modality"\r\n\r\nimage'
+                    f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                    f'filename="q.wav"\r\n\r\n').encode() + query + f"\r\n--{boundary}--\r\n".encode()
+            connection.request("POST", "/api/search", body=body, headers={
+                "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status
+    finally:
+        connection.close()
+
+
+def concurrent_load(port: int, queries: list[Any], clients: int, per_client: int,
+                    deadline_s: float) -> dict[str, float]:
+    """``clients`` threads, each sending at most ``per_client`` requests before the deadline."""
+    stop_at = time.monotonic() + deadline_s
+    latencies: list[float] = []
+    failures = [0]
+
+    def client(number: int) -> None:
+        for step in range(per_client):
+            if time.monotonic() > stop_at:
+                return
+            began = time.perf_counter()
+            status = http_search(port, queries[(number + step) % len(queries)])
+            latencies.append(time.perf_counter() - began)
+            failures[0] += status != 200
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    wall = time.perf_counter() - began
+    stats = percentiles(latencies)
+    stats["per_s"] = len(latencies) / wall
+    stats["failures"] = failures[0]
+    return stats
+
+
+def server_part(args: argparse.Namespace) -> None:
+    from cmcr import Index
+
+    index = Index.open(args.demo, device="cpu")
+    audio = [index.result(c.start + i, 0).source for c in index.manifest.collections
+             if c.modality == "audio" for i in range(min(16, c.rows))]
+    audio_bytes = [Path(p).read_bytes() for p in audio]
+    kinds = {"text": TEXT_QUERIES, "audio file": audio_bytes}
+    python_calls = {"text": lambda q: index.search(text=q, modality="image"),
+                    "audio file": lambda q: index.search(audio=audio[audio_bytes.index(q)],
+                                                         modality="image")}
+    port = 8000 + os.getpid() % 1000
+    process = start_server(index.path, port)
+    rows = []
+    try:
+        for kind, queries in kinds.items():
+            python_calls[kind](queries[0])  # loads the towers
+            http_search(port, queries[0])
+            python = percentiles(timed_calls(python_calls[kind], queries * 2)[0])
+            one = percentiles(timed_calls(lambda q: http_search(port, q), queries * 2)[0])
+            many = concurrent_load(port, queries, args.clients, args.per_client, args.deadline)
+            rows.append((kind, python, one, many))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    print_server_table(args, rows)
+
+
+def print_server_table(args: argparse.Namespace, rows: list) -> None:
+    print(f"\nserver on 127.0.0.1 ({args.demo}); queries return the 10 best images")
+    print(f"{'query':<11} {'python p50':>11} {'http p50':>9} {'overhead':>9} "
+          f"{'python q/s':>11} {f'{args.clients} clients q/s':>15} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'failed':>7}")
+    for kind, python, one, many in rows:
+        print(f"{kind:<11} {python['p50_ms']:>9.1f}ms {one['p50_ms']:>7.1f}ms "
+              f"{one['p50_ms'] / python['p50_ms']:>8.2f}x {python['per_s']:>11.1f} "
+              f"{many['per_s']:>15.1f} {many['p50_ms']:>8.1f} {many['p99_ms']:>8.1f} "
+              f"{many['failures']:>7}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="generated rows (default: 1M)")
+    parser.add_argument("--dim", type=int, default=512, help="joint-space dims (default: 512)")
+    parser.add_argument("--clusters", type=int, default=4096,
+                        help="centres the rows are drawn around (default: 4096)")
+    parser.add_argument("--queries", type=int, default=200, help="held-out queries (default: 200)")
+    parser.add_argument("--workdir", default=None, help="where to write (default: a temp dir)")
+    parser.add_argument("--demo", default="runs/demo", help="a demo output (default: runs/demo)")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default: 32)")
+    parser.add_argument("--per-client", type=int, default=8,
+                        help="requests each client sends at most (default: 8)")
+    parser.add_argument("--deadline", type=float, default=60.0,
+                        help="seconds after which clients stop sending (default: 60)")
+    parser.add_argument("--skip-index", action="store_true", help="only the server part")
+    parser.add_argument("--skip-server", action="store_true", help="only the index part")
+    args = parser.parse_args()
+    if not args.skip_index:
+        with tempfile.TemporaryDirectory(dir=args.workdir, prefix="bench-search-") as workdir:
+            index_part(args, Path(workdir))
+    if not args.skip_server:
+        if not (Path(args.demo) / "index" / "index.json").is_file():
+            sys.exit(f"no index at {args.demo}/index: run 'cmcr demo --out {args.demo}' first")
+        server_part(args)
+
+
+if __name__ == "__main__":
+    main()
