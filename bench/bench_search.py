@@ -82,8 +82,7 @@ def anon_rss() -> int:
 
 def build_child(store_dir: str, out_dir: str, index_type: str, queue: Any) -> None:
     """Build one index of the generated store (rows are already joint-space: identity projector)."""
-    from cmcr.serve import ann
-    from cmcr.serve.index import Collection, IndexManifest, build_segment, write_manifest
+    from cmcr.serve.index import Collection, IndexManifest, build_collection, write_manifest
     from cmcr.store import open_store
 
     store = open_store(store_dir)
@@ -96,23 +95,22 @@ def build_child(store_dir: str, out_dir: str, index_type: str, queue: Any) -> No
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     began = time.perf_counter()
-    plan = ann.choose_index(len(store), store.dim, index_type)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     collection = Collection(name="generated", store=store_dir, space="bench",
                             frozen_space=None, modality="image", rows=len(store), start=0,
                             segment="segment-00000", factory="", reason="")
-    tuned = build_segment(out / collection.segment, store, lambda rows: rows, store.dim, plan,
-                          collection, ann.DEFAULT_TARGET_RECALL, 65536, progress=True)
-    collection.search_value, collection.tuned_recall = tuned
+    build_collection(out / collection.segment, store, lambda rows: rows, store.dim, collection,
+                     index_type=index_type)
     write_manifest(out, IndexManifest(model="(bench: generated rows)", model_digest="", dim=store.dim,
                                       collections=[collection]))
     seconds = time.perf_counter() - began
     done.set()
     sampler.join()
     queue.put({"seconds": seconds, "peak_extra_anon_mib": (peak[0] - baseline) / MIB,
-               "factory": plan.factory, "search": f"{plan.search_parameter}={tuned[0]}"
-               if plan.search_parameter else "-", "tuned_recall": tuned[1],
+               "factory": collection.factory, "search": f"{collection.search_parameter}="
+               f"{collection.search_value}" if collection.search_parameter else "-",
+               "tuned_recall": collection.tuned_recall,
                "index_mib": (out / "segment-00000.faiss").stat().st_size / MIB})
 
 

@@ -65,6 +65,35 @@ def test_factory_strings_override_the_rule_and_bad_ones_are_refused():
         ann.choose_index(50, 16, "NoSuchIndex12")
 
 
+def test_the_rule_falls_back_to_hnsw_only_when_ivf_cannot_help():
+    plan = ann.choose_index(1_000_000, 512, memory_budget=8 * 2**30)
+    assert ann.fallback_plan(plan, 8, 1_000_000, 512, 8 * 2**30) is None
+    fallback = ann.fallback_plan(plan, 256, 1_000_000, 512, 8 * 2**30)
+    assert fallback.factory == "HNSW32" and fallback.search_parameter == "efSearch"
+    assert "nprobe=256 of 1024" in fallback.reason
+    assert ann.fallback_plan(plan, 256, 1_000_000, 512, 1 * 2**30) is None  # graph too big
+    custom = ann.choose_index(1_000_000, 512, "IVF1024,Flat")
+    assert ann.fallback_plan(custom, 1024, 1_000_000, 512, 8 * 2**30) is None  # asked for
+
+
+def test_an_automatic_ivf_never_keeps_probing_most_lists(tmp_path, joint_model, monkeypatch):
+    monkeypatch.setattr(ann, "EXACT_MAX_ROWS", 500)
+    store = write_store(tmp_path / "s", unit_rows(3000, 16, 11), space="clip:x", modality="image")
+    index = Index.build(tmp_path / "idx", joint_model, [str(store.path)], progress=False,
+                        target_recall=0.99)
+    collection = index.manifest.collections[0]
+    if collection.factory.startswith("IVF"):
+        assert collection.search_value * 4 < ann.list_count(3000)
+    elif collection.factory == "HNSW32":
+        assert collection.tuned_recall >= 0.99
+    else:
+        assert collection.factory == "Flat" and "exact search" in collection.reason
+    query = unit_rows(1, 8, 12)[0]
+    joint = projected(joint_model, "clip", store.to_numpy())
+    best = np.argsort(-(joint @ query))[:10]
+    assert len(set(best.tolist()) & {h.row for h in index.search(vector=query, k=10)}) >= 8
+
+
 def test_exact_top_k_over_chunks_matches_a_full_sort():
     rows, queries = unit_rows(500, 8, 1), unit_rows(7, 8, 2)
     running = ann.ExactTopK(queries, 5)

@@ -104,6 +104,19 @@ def test_media_are_served_for_index_rows(live_server, search_world):
     assert answer["results"][0]["media_url"] is None and answer["results"][0]["text"]
 
 
+def test_image_rows_have_thumbnails(live_server):
+    from io import BytesIO
+
+    from PIL import Image
+
+    _, answer = get_json(live_server, "/api/search?q=x&modality=image&k=1")
+    status, headers, body = call(live_server, "GET", answer["results"][0]["media_url"] + "?thumb=32")
+    assert status == 200 and headers["content-type"] == "image/jpeg"
+    assert max(Image.open(BytesIO(body)).size) == 32  # the pictures are 48 x 48
+    status, _, body = call(live_server, "GET", answer["results"][0]["media_url"] + "?thumb=5000")
+    assert status == 400 and "thumb must be" in json.loads(body)["error"]
+
+
 def test_the_page_and_its_assets_load(live_server):
     status, headers, body = call(live_server, "GET", "/")
     assert status == 200 and b"drop-zone" in body and headers["content-type"].startswith("text/html")

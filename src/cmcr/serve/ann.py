@@ -11,14 +11,17 @@ with nlist the power of two nearest to sqrt(n) (at most n / 39, so k-means has 3
 centroid), trained on at most 64·nlist rows. The number of probed lists is then tuned at build
 time: the smallest power of two whose recall@10 against exact search reaches the target (0.95) on
 256 stored rows perturbed to cosine ~0.7 (queries from another modality sit farther from the rows
-than the rows sit from each other). Any faiss factory string (``HNSW32``, ``IVF4096,PQ32``, ...)
-overrides the rule; HNSW's ``efSearch`` is tuned the same way.
+than the rows sit from each other). When the target needs a quarter of the lists or more, IVF
+gives no speed-up on these rows (fuzzy neighbourhoods in many dimensions), so the collection is
+rebuilt as ``HNSW32`` (``efSearch`` tuned the same way) when its graph fits the budget; it takes
+longer to build. If HNSW misses the target too, the collection gets exact search. Any faiss factory string (``HNSW32``, ``IVF4096,PQ32``, ...) overrides the rule.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ TUNING_QUERIES = 256
 TUNING_K = 10
 DEFAULT_TARGET_RECALL = 0.95
 EXACT_ALIASES = ("exact", "flat", "Flat")
+HNSW_LINKS = 32  # the HNSW fallback's graph degree (faiss's HNSW32)
 
 
 def require_faiss() -> Any:
@@ -54,6 +58,8 @@ class IndexPlan:
     train_rows: int  # rows sampled to train it (0: nothing to train)
     search_parameter: str | None  # "nprobe" (IVF), "efSearch" (HNSW) or None (exact)
     reason: str
+    lists: int = 0  # IVF lists (0: not IVF)
+    automatic: bool = False  # chosen by the rule (so the rule may fall back to HNSW)
 
 
 def default_memory_budget() -> int:
@@ -92,10 +98,24 @@ def choose_index(rows: int, dim: int, index_type: str = "auto",
     if flat_bytes <= budget:
         return IndexPlan(f"IVF{nlist},Flat", train, "nprobe",
                          f"{rows:,} rows; float32 vectors ({flat_bytes / 2**30:.1f} GiB) fit the "
-                         f"memory budget ({budget / 2**30:.1f} GiB)")
+                         f"memory budget ({budget / 2**30:.1f} GiB)", nlist, automatic=True)
     return IndexPlan(f"IVF{nlist},PQ{pq_subquantizers(dim)}", train, "nprobe",
                      f"{rows:,} rows; float32 vectors ({flat_bytes / 2**30:.1f} GiB) exceed the "
-                     f"memory budget ({budget / 2**30:.1f} GiB): compressed codes")
+                     f"memory budget ({budget / 2**30:.1f} GiB): compressed codes", nlist,
+                     automatic=True)
+
+
+def fallback_plan(plan: IndexPlan, tuned_value: int | None, rows: int, dim: int,
+                  memory_budget: int | None = None) -> IndexPlan | None:
+    """HNSW32 when the rule's IVF had to probe a quarter of its lists or more for the target
+    recall (rows without neighbourhoods IVF can use) and the graph fits the budget; else None."""
+    budget = default_memory_budget() if memory_budget is None else memory_budget
+    graph_bytes = rows * (4 * dim + 2 * HNSW_LINKS * 4)
+    if not (plan.automatic and scans_most_lists(plan, tuned_value)) or graph_bytes > budget:
+        return None
+    return IndexPlan(f"HNSW{HNSW_LINKS}", 0, "efSearch",
+                     f"{plan.reason}; {plan.factory} needed nprobe={tuned_value} of {plan.lists} "
+                     f"lists for the target recall (no speed-up on these rows): HNSW{HNSW_LINKS}")
 
 
 def _custom_plan(factory: str, rows: int, dim: int) -> IndexPlan:
@@ -103,7 +123,7 @@ def _custom_plan(factory: str, rows: int, dim: int) -> IndexPlan:
     parameter = "nprobe" if "IVF" in factory else "efSearch" if "HNSW" in factory else None
     nlist = _ivf_lists(index)
     train = 0 if index.is_trained else min(rows, TRAIN_ROWS_PER_LIST * max(nlist, 256))
-    return IndexPlan(factory, train, parameter, f"--index-type {factory}")
+    return IndexPlan(factory, train, parameter, f"--index-type {factory}", nlist)
 
 
 def _ivf_lists(index: Any) -> int:
@@ -181,8 +201,13 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def set_search_parameter(index: Any, name: str | None, value: int | None) -> None:
-    if name and value:
-        require_faiss().ParameterSpace().set_index_parameter(index, name, int(value))
+    """Set nprobe / efSearch on a CPU index, or on a GPU one (which has its own parameter space)."""
+    if not (name and value):
+        return
+    faiss = require_faiss()
+    on_gpu = hasattr(faiss, "GpuIndex") and isinstance(index, faiss.GpuIndex)
+    space = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
+    space.set_index_parameter(index, name, int(value))
 
 
 def tune_search(index: Any, plan: IndexPlan, truth: ExactTopK,
@@ -201,9 +226,9 @@ def tune_search(index: Any, plan: IndexPlan, truth: ExactTopK,
         value = min(value * 2, limit)
 
 
-def scans_most_lists(index: Any, plan: IndexPlan, value: int | None) -> bool:
+def scans_most_lists(plan: IndexPlan, value: int | None) -> bool:
     """Whether the tuned IVF search probes a quarter of the lists or more (little speed-up)."""
-    return plan.search_parameter == "nprobe" and bool(value) and value * 4 >= _ivf_lists(index)
+    return bool(plan.lists and value) and value * 4 >= plan.lists
 
 
 def write_index(index: Any, path: Path) -> None:
@@ -211,6 +236,21 @@ def write_index(index: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     require_faiss().write_index(index, str(tmp))
     os.replace(tmp, path)
+
+
+def to_gpu_if_present(index: Any, device: str = "auto") -> Any:
+    """The index on all GPUs when FAISS was built with GPU support and ``device`` allows it
+    (``auto``, ``cuda``, ``cuda:N``); else (or when FAISS cannot move this kind) unchanged."""
+    faiss = require_faiss()
+    wants_gpu = device == "auto" or str(device).startswith("cuda")
+    if not wants_gpu or not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() < 1:
+        return index
+    try:
+        return faiss.index_cpu_to_all_gpus(index)
+    except RuntimeError as err:
+        print(f"cmcr: note: searching on the CPU: FAISS cannot move this index to the GPU "
+              f"({str(err).strip()[-120:]})", file=sys.stderr)
+        return index
 
 
 def read_index(path: Path, factory: str, mmap: bool = True) -> Any:

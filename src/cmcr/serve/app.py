@@ -6,6 +6,8 @@ served by row number only (``/media/ROW``), so no path from a request ever reach
 
 from __future__ import annotations
 
+import functools
+import io
 import mimetypes
 import time
 from pathlib import Path
@@ -15,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -25,6 +27,7 @@ from cmcr.serve.query import UploadTypeError
 
 STATIC_DIR = Path(__file__).parent / "static"
 MEDIA_TYPES = ("image/", "audio/", "video/")
+MAX_THUMBNAIL = 1024
 
 
 class BodyLimit:
@@ -133,13 +136,33 @@ class SearchAPI:
         form = await request.form(max_files=1, max_fields=8)
         return dict(form.items())
 
-    async def media(self, request: Request) -> FileResponse:
+    async def media(self, request: Request) -> Response:
+        """A row's file; ``?thumb=PX`` gives an image row as a JPEG at most PX wide and high."""
         row = request.path_params["row"]
         path = await run_in_threadpool(self.index.media_path, row)
         media_type = mimetypes.guess_type(str(path))[0] if path else None
         if path is None or not (media_type or "").startswith(MEDIA_TYPES):
             raise NotInIndexError(f"row {row} has no media file to serve")
+        size = _int_param(request.query_params.get("thumb"), "thumb", 0)
+        if size and media_type.startswith("image/"):
+            if not 16 <= size <= MAX_THUMBNAIL:
+                raise InputError(f"thumb must be between 16 and {MAX_THUMBNAIL} pixels, got {size}")
+            data = await run_in_threadpool(thumbnail, str(path), size)
+            return Response(data, media_type="image/jpeg",
+                            headers={"Cache-Control": "max-age=3600"})
         return FileResponse(path, media_type=media_type)
+
+
+@functools.lru_cache(maxsize=1024)
+def thumbnail(path: str, size: int) -> bytes:
+    """An image file as a JPEG at most ``size`` pixels wide and high (decoded by cmcr's protocol)."""
+    from cmcr.processing import load_image
+
+    image = load_image(path)
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
 
 
 def create_app(index: Index, max_upload_bytes: int = 20_000_000) -> BodyLimit:

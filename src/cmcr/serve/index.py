@@ -14,6 +14,7 @@ own, so ``add`` never retrains what is there, and a modality filter only searche
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -183,6 +184,7 @@ class Index:
         self._segments: dict[str, Any] = {}
         self._tables: dict[tuple[str, str], StringTable] = {}
         self._encoder: Any = None
+        self._searchers: dict[str, Any] = {}
         self._direct_maps: set[str] = set()
 
     # -- opening and building --------------------------------------------------------------
@@ -237,12 +239,10 @@ class Index:
         added = []
         for (source, store), collection in zip(opened, plans):
             self._place(collection)
-            plan = ann.choose_index(len(store), self.manifest.dim, index_type, memory_budget)
-            project = _projector(model, collection.space)
-            tuned = build_segment(self.path / collection.segment, store, project,
-                                  self.manifest.dim, plan, collection, target_recall, chunk_rows,
-                                  progress)
-            collection.search_value, collection.tuned_recall = tuned
+            build_collection(self.path / collection.segment, store,
+                             _projector(model, collection.space), self.manifest.dim, collection,
+                             index_type=index_type, memory_budget=memory_budget,
+                             target_recall=target_recall, chunk_rows=chunk_rows, progress=progress)
             self.manifest.collections.append(collection)
             self._record_space(collection)
             write_manifest(self.path, self.manifest)
@@ -334,12 +334,21 @@ class Index:
         return self._tables[key]
 
     def _segment(self, collection: Collection) -> Any:
+        """The collection's FAISS index as stored (CPU, memory-mapped)."""
         if collection.segment not in self._segments:
             segment = ann.read_index(self.path / f"{collection.segment}.faiss", collection.factory,
                                      mmap=self._mmap)
             ann.set_search_parameter(segment, collection.search_parameter, collection.search_value)
             self._segments[collection.segment] = segment
         return self._segments[collection.segment]
+
+    def _searcher(self, collection: Collection) -> Any:
+        """What searches the collection: a GPU copy when FAISS has GPUs, else the stored index."""
+        if collection.segment not in self._searchers:
+            searcher = ann.to_gpu_if_present(self._segment(collection), self._device)
+            ann.set_search_parameter(searcher, collection.search_parameter, collection.search_value)
+            self._searchers[collection.segment] = searcher
+        return self._searchers[collection.segment]
 
     def result(self, row: int, score: float) -> SearchResult:
         collection = self.collection_of(row)
@@ -412,7 +421,7 @@ class Index:
         wanted = offset + k + (exclude is not None)
         scores, rows = [], []
         for collection in collections:
-            found_scores, found = self._segment(collection).search(query, min(wanted, collection.rows))
+            found_scores, found = self._searcher(collection).search(query, min(wanted, collection.rows))
             keep = found[0] >= 0
             scores.append(found_scores[0][keep])
             rows.append(found[0][keep] + collection.start)
@@ -494,8 +503,33 @@ def sample_rows(store: EmbeddingStore, count: int, seed: int = 0) -> np.ndarray:
     return store.take(chosen)
 
 
+def build_collection(stem: Path, store: EmbeddingStore,
+                     project: Callable[[np.ndarray], np.ndarray], dim: int,
+                     collection: Collection, *, index_type: str = "auto",
+                     memory_budget: int | None = None,
+                     target_recall: float = ann.DEFAULT_TARGET_RECALL, chunk_rows: int = 65536,
+                     progress: bool = True) -> None:
+    """Choose the collection's index (cmcr.serve.ann's rule), build and tune it, and rebuild it as
+    HNSW when IVF cannot beat exact search on these rows; the outcome is recorded in ``collection``."""
+    plan = ann.choose_index(len(store), dim, index_type, memory_budget)
+    build = functools.partial(build_segment, stem, store, project, dim, collection=collection,
+                              target_recall=target_recall, chunk_rows=chunk_rows,
+                              progress=progress)
+    tuned = build(plan)
+    fallback = ann.fallback_plan(plan, tuned[0], len(store), dim, memory_budget)
+    if fallback is not None:
+        print(f"cmcr: {collection.name}: {fallback.reason}; rebuilding", file=sys.stderr)
+        tuned = build(fallback)
+        if tuned[1] is not None and tuned[1] < target_recall:
+            exact = ann.IndexPlan("Flat", 0, None, f"{fallback.reason}, which reached recall@10 "
+                                  f"{tuned[1]:.3f} < {target_recall}: exact search")
+            print(f"cmcr: {collection.name}: {exact.reason}", file=sys.stderr)
+            tuned = build(exact)
+    collection.search_value, collection.tuned_recall = tuned
+
+
 def build_segment(stem: Path, store: EmbeddingStore, project: Callable[[np.ndarray], np.ndarray],
-                  dim: int, plan: ann.IndexPlan, collection: Collection, target_recall: float,
+                  dim: int, plan: ann.IndexPlan, *, collection: Collection, target_recall: float,
                   chunk_rows: int, progress: bool) -> tuple[int | None, float | None]:
     """Project ``store`` chunk by chunk into a new FAISS index and its row tables; returns the
     tuned search breadth and the recall it reached (None, None for exact search)."""
@@ -531,11 +565,10 @@ def build_segment(stem: Path, store: EmbeddingStore, project: Callable[[np.ndarr
     ids.close()
     sources.close()
     tuned = ann.tune_search(index, plan, truth, target_recall) if truth else (None, None)
-    if ann.scans_most_lists(index, plan, tuned[0]):
-        collection.reason += (f"; {plan.search_parameter}={tuned[0]} was needed for the target "
-                              "recall, so this index is hardly faster than exact search on these "
-                              "rows (try --index-type HNSW32, or a lower --target-recall)")
-        print(f"cmcr: note: {collection.name}: {collection.reason}", file=sys.stderr)
+    if ann.scans_most_lists(plan, tuned[0]):
+        collection.reason += (f"; nprobe={tuned[0]} of {plan.lists} lists was needed for the "
+                              "target recall, so this index is hardly faster than exact search "
+                              "(try --index-type HNSW32, or a lower --target-recall)")
     ann.write_index(index, Path(f"{stem}.faiss"))
     return tuned
 

@@ -75,7 +75,7 @@ async function search(query, append = false) {
 
 function preview(hit) {
   if (hit.modality === "image" && hit.media_url) {
-    return el("img", { src: hit.media_url, alt: hit.id, loading: "lazy" });
+    return el("img", { src: `${hit.media_url}?thumb=256`, alt: hit.id, loading: "lazy" });
   }
   if (hit.modality === "audio" && hit.media_url) {
     const box = el("div", {}, [el("div", { class: "sound", text: "♪" })]);
