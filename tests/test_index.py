@@ -220,6 +220,8 @@ def test_approximate_search_reaches_the_tuned_recall(tmp_path, joint_model):
     truth = np.argsort(-(queries @ joint.T), axis=1)[:, :10]
     found = np.array([[h.row for h in index.search(vector=q, k=10)] for q in queries])
     assert ann.recall_at_k(found, truth) >= 0.9
+    np.testing.assert_allclose(index.vector(123), joint[123], atol=1e-6)  # IVF lists, by row
+    assert 123 not in [h.row for h in index.search(like=123, k=5)]
 
 
 def test_add_extends_an_index_without_touching_its_segments(tmp_path, joint_model, two_stores):

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -186,6 +187,7 @@ class Index:
         self._encoder: Any = None
         self._searchers: dict[str, Any] = {}
         self._direct_maps: set[str] = set()
+        self._direct_map_lock = threading.Lock()
 
     # -- opening and building --------------------------------------------------------------
     @classmethod
@@ -336,10 +338,8 @@ class Index:
     def _segment(self, collection: Collection) -> Any:
         """The collection's FAISS index as stored (CPU, memory-mapped)."""
         if collection.segment not in self._segments:
-            segment = ann.read_index(self.path / f"{collection.segment}.faiss", collection.factory,
-                                     mmap=self._mmap)
-            ann.set_search_parameter(segment, collection.search_parameter, collection.search_value)
-            self._segments[collection.segment] = segment
+            self._segments[collection.segment] = ann.read_index(
+                self.path / f"{collection.segment}.faiss", collection.factory, mmap=self._mmap)
         return self._segments[collection.segment]
 
     def _searcher(self, collection: Collection) -> Any:
@@ -365,9 +365,10 @@ class Index:
         """The joint-space vector stored for ``row`` (approximate for compressed indexes)."""
         collection = self.collection_of(row)
         segment = self._segment(collection)
-        if "IVF" in collection.factory and collection.segment not in self._direct_maps:
-            ann.require_faiss().extract_index_ivf(segment).make_direct_map()
-            self._direct_maps.add(collection.segment)
+        with self._direct_map_lock:  # concurrent "more like this" requests of a server
+            if "IVF" in collection.factory and collection.segment not in self._direct_maps:
+                ann.require_faiss().extract_index_ivf(segment).make_direct_map()
+                self._direct_maps.add(collection.segment)
         return np.asarray(segment.reconstruct(row - collection.start), dtype=np.float32)
 
     def media_path(self, row: int) -> Path | None:
