@@ -10,6 +10,7 @@ from cmcr.connect import connect
 from cmcr.spaces import load_space
 from cmcr.encoders import JointEmbedder
 from cmcr.serve.index import Index, SearchResult
+from cmcr.threads import configure_threads, usable_cores
 
 __all__ = [
     "__version__",
@@ -33,4 +34,6 @@ __all__ = [
     "JointEmbedder",
     "Index",
     "SearchResult",
+    "configure_threads",
+    "usable_cores",
 ]

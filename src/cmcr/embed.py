@@ -170,7 +170,11 @@ def grid_batches(start: int, count: int, batch_size: int) -> list[list[int]]:
 
 
 def default_workers() -> int:
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
+    """Decoding processes: one core less than this process may use (at most 8); each worker
+    runs one torch thread (torch sets that in every data-loader worker)."""
+    from cmcr.threads import usable_cores
+
+    return max(0, min(8, usable_cores() - 1))
 
 
 def make_loader(dataset: ItemDataset, batches: list[list[int]], collate: Collate, workers: int,

@@ -19,6 +19,7 @@ examples:
   cmcr example --out runs/example            # connect two generated spaces end to end (offline)
   cmcr connect connect.yaml --out runs/clip-clap --set train.epochs=10
   cmcr store info emb/clip_text
+  cmcr demo --threads 1                      # leave the other cores to other jobs
   cmcr index build --model runs/clip-clap --store emb/clip_image --store emb/clap_audio --out idx
   cmcr search idx --audio dog.wav --modality image      # sounds -> pictures, no pairs needed
   cmcr serve runs/demo                                  # the search page on the demo's world
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "for two pretrained spaces that share a modality, without paired data.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"cmcr {__version__}")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for the work (default: OMP_NUM_THREADS if set, else the "
+                             "cores this process may use); accepted before or after COMMAND")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_GROUPS:
         importlib.import_module(module_name).register(subparsers)
@@ -46,13 +50,38 @@ COMMAND_GROUPS: list[str] = ["cmcr.cli.world", "cmcr.cli.core", "cmcr.cli.encode
                              "cmcr.cli.evaluate", "cmcr.cli.search"]
 
 
+def pop_threads_option(argv: list[str]) -> tuple[int | None, list[str]]:
+    """``--threads N`` / ``--threads=N`` anywhere in ``argv`` -> (N, the other arguments)."""
+    rest, threads, index = [], None, 0
+    while index < len(argv):
+        item = argv[index]
+        if item == "--threads" or item.startswith("--threads="):
+            value = item.partition("=")[2] if "=" in item else (
+                argv[index + 1] if index + 1 < len(argv) else "")
+            index += 1 if "=" in item else 2
+            if not value.isdigit() or int(value) < 1:
+                raise CmcrError(f"--threads takes a positive whole number, got {value!r}")
+            threads = int(value)
+            continue
+        rest.append(item)
+        index += 1
+    return threads, rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from cmcr.threads import configure_threads
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        threads, rest = pop_threads_option(list(sys.argv[1:] if argv is None else argv))
+    except CmcrError as err:
+        parser.error(str(err))
+    args = parser.parse_args(rest)
     if not getattr(args, "run", None):
         parser.print_help()
         return 0 if args.command is None else 2
     try:
+        configure_threads(threads)
         return int(args.run(args) or 0)
     except CmcrError as err:
         print(f"cmcr: error: {err}", file=sys.stderr)
