@@ -15,7 +15,7 @@ from cmcr.errors import CheckpointError
 from cmcr.model import ConnectedModel
 from cmcr.official import import_official
 
-OFFICIAL_DIR = Path(__file__).resolve().parents[2] / "shared/reference/official-cmcr"
+OFFICIAL_DIR = Path(__file__).resolve().parent / "data" / "official-cmcr"  # CC-BY 4.0, see README there
 ULIP_CLIP = OFFICIAL_DIR / "ulip_clip.pt"
 ULIP_CLIP_VECTORS = OFFICIAL_DIR / "ulip_clip_vectors.npz"
 

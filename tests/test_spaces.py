@@ -178,3 +178,13 @@ def test_unknown_patch_mode_is_refused(tiny_clip_dir):
 
     with pytest.raises(ConfigError, match="patch mode"):
         load_space(f"clip:{tiny_clip_dir}", device="cpu").embed_image_patches([], mode="cls")
+
+
+def test_the_toy_spaces_have_short_names():
+    from cmcr.spaces import load_space
+    from cmcr.world.toy_spaces import packaged_space_dir
+
+    for kind, modality in (("clip", "image"), ("clap", "audio")):
+        space = load_space(f"{kind}:toy", device="cpu")
+        assert space.name == f"{kind}:{packaged_space_dir(kind)}"
+        assert modality in space.modalities and space.dim > 0

@@ -7,6 +7,7 @@ pytest plugin in conftest.py, so its fixtures are available to every test.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -72,7 +73,10 @@ def build_tiny_clap(directory: str | Path, *, fused: bool = True, seed: int = 0)
 # -- session fixtures ----------------------------------
 import pytest  # noqa: E402
 
-ASSETS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "assets"
+# The official C-MCR demo inputs (the authors' repository's assets/): in this project's workspace
+# beside the checkout, or wherever CMCR_TEST_ASSETS points.
+ASSETS = Path(os.environ.get("CMCR_TEST_ASSETS") or
+              Path(__file__).resolve().parents[2] / "shared" / "reference" / "assets")
 
 
 @pytest.fixture(scope="session")
@@ -93,5 +97,6 @@ def tiny_clap_unfused_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def assets_dir() -> Path:
     if not ASSETS.is_dir():
-        pytest.skip(f"reference assets not found at {ASSETS} (clone shared/ beside the repo)")
+        pytest.skip(f"the official C-MCR demo inputs are not at {ASSETS}: copy the authors' "
+                    "assets/ folder there, or set CMCR_TEST_ASSETS=DIR (see README, Development)")
     return ASSETS

@@ -8,6 +8,7 @@ space is loaded, and a space loads its towers only when a call needs them.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 from cmcr.errors import ConfigError
@@ -20,12 +21,16 @@ SPACE_KINDS: dict[str, str] = {
     "precomputed": "cmcr.spaces.stored:StoredSpace",
 }
 
-# short name -> full spec (the encoders the released C-MCR checkpoints were trained on, see docs)
+# short name -> full spec: the encoders the released C-MCR checkpoints were trained on (see docs),
+# and the built-in world's toy spaces, shipped inside cmcr ("{package}": the installed package)
 SPACE_ALIASES: dict[str, str] = {
     "clip-vit-b32": "clip:openai/clip-vit-base-patch32",
     "clap-htsat-fused": "clap:laion/clap-htsat-fused",
     "clap-htsat-unfused": "clap:laion/clap-htsat-unfused",
+    "clip:toy": "clip:{package}/world/weights/toy-clip",
+    "clap:toy": "clap:{package}/world/weights/toy-clap",
 }
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def register_space_kind(kind: str, target: str | type[Space]) -> None:
@@ -35,7 +40,7 @@ def register_space_kind(kind: str, target: str | type[Space]) -> None:
 
 def parse_space_spec(spec: str) -> tuple[str, str]:
     """``"kind:name_or_path"`` (or an alias) -> (kind, name_or_path)."""
-    spec = SPACE_ALIASES.get(spec, spec)
+    spec = SPACE_ALIASES.get(spec, spec).replace("{package}", str(PACKAGE_DIR))
     kind, sep, target = spec.partition(":")
     if not sep or not target or kind not in SPACE_KINDS:
         raise ConfigError(f"space '{spec}' must be KIND:NAME_OR_PATH with KIND one of "
