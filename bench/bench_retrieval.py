@@ -258,21 +258,26 @@ def scale(args: argparse.Namespace, settings: dict[str, Any], work_dir: Path) ->
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=None,
-                        help="query rows (default 12288, or 2000 with --scale)")
+                        help="query rows (default: 12288, or 2000 with --scale)")
     parser.add_argument("--memory", type=int, default=None,
-                        help="memory rows (default 49152, or 1000000 with --scale)")
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--temperature", type=float, default=0.01)
-    parser.add_argument("--top-k", type=int, default=64, help="K of the top-k variant (0: skip it)")
-    parser.add_argument("--query-chunk", type=int, default=4096)
-    parser.add_argument("--memory-chunk", type=int, default=16384)
+                        help="memory rows (default: 49152, or 1000000 with --scale)")
+    parser.add_argument("--dim", type=int, default=512,
+                        help="embedding width of queries and memory (default: 512)")
+    parser.add_argument("--temperature", type=float, default=0.01,
+                        help="tau of the retrieval softmax (default: 0.01, the paper's)")
+    parser.add_argument("--top-k", type=int, default=64,
+                        help="K of the top-k variant; 0 skips it (default: 64)")
+    parser.add_argument("--query-chunk", type=int, default=4096,
+                        help="query rows per block of the chunked variant (default: 4096)")
+    parser.add_argument("--memory-chunk", type=int, default=16384,
+                        help="memory rows per block of the chunked variant (default: 16384)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch threads in each child")
+                        help=f"torch threads in each child (default: {torch.get_num_threads()})")
     parser.add_argument("--repeats", type=int, default=1,
-                        help="runs per variant (alternating order); the best time is kept")
+                        help="runs per variant, alternating order; the best time is kept (default: 1)")
     parser.add_argument("--scale", action="store_true",
                         help="only the chunked variant, on a large float16 memory store")
     args = parser.parse_args()

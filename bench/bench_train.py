@@ -187,10 +187,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=16384, help="synthetic training rows")
     parser.add_argument("--dim", type=int, default=512, help="dim of both frozen spaces")
     parser.add_argument("--preset", default="clap-clip", help="projector preset")
-    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--batch-size", type=int, default=4096, help="rows a step (the paper's)")
     parser.add_argument("--steps", type=int, default=4,
                         help="timed steps of each (ceiling and train step, interleaved)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch intra-op threads")
     parser.add_argument("--skip-train-projectors", action="store_true",
                         help="do not time the whole train_projectors epoch")
     return parser.parse_args()

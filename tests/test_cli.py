@@ -53,3 +53,26 @@ def test_example_runs_offline_and_beats_the_baselines(tmp_path, capsys):
     metrics = json.loads((tmp_path / "metrics.json").read_text())["audio_to_image"]
     assert metrics["cmcr"]["R@1"] > metrics["linear_map"]["R@1"] > metrics["chance"]["R@1"]
     assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def _all_parsers(parser, prefix="cmcr"):
+    import argparse
+
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _all_parsers(child, f"{prefix} {name}")
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    from cmcr.cli import build_parser
+
+    missing = [f"{where} {action.option_strings[-1]}"
+               for where, parser in _all_parsers(build_parser())
+               for action in parser._actions
+               if action.option_strings and action.help != argparse.SUPPRESS
+               and not (action.help or "").strip()]
+    assert not missing, missing

@@ -118,7 +118,8 @@ def _register_import_official(subparsers) -> None:
     parser = subparsers.add_parser("import-official", help="convert an official C-MCR checkpoint",
                                    description=IMPORT_HELP, formatter_class=FORMATTER)
     parser.add_argument("checkpoint", help="official .pt file")
-    parser.add_argument("--kind", required=True, choices=["clap-clip", "ulip-clip"])
+    parser.add_argument("--kind", required=True, choices=["clap-clip", "ulip-clip"],
+                        help="which released checkpoint: clap-clip (CLAP <-> CLIP) or ulip-clip (CLIP <-> ULIP)")
     parser.add_argument("--out", required=True, help="output model directory")
     parser.set_defaults(run=run_import_official)
 
@@ -150,8 +151,9 @@ def _register_example(subparsers) -> None:
     parser = subparsers.add_parser("example", help="end-to-end run on generated embeddings",
                                    description=EXAMPLE_HELP, formatter_class=FORMATTER)
     parser.add_argument("--out", default="runs/example", help="output directory")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the generated spaces and of training (default: 0)")
+    parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a connect config key")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -42,15 +42,17 @@ def _register_embed(subparsers) -> None:
     parser = subparsers.add_parser("embed", help="embed files with CLIP/CLAP into a store",
                                    description=EMBED_HELP, formatter_class=FORMATTER)
     parser.add_argument("--space", required=True, help="KIND:NAME_OR_PATH, e.g. clip:openai/clip-vit-base-patch32")
-    parser.add_argument("--modality", required=True, choices=["image", "audio", "text"])
+    parser.add_argument("--modality", required=True, choices=["image", "audio", "text"],
+                        help="what INPUT holds (a video gives its middle frame or its audio track)")
     parser.add_argument("--input", required=True, help="directory, file list, file, or text table")
     parser.add_argument("--out", required=True, help="output store directory")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="items a batch (default: 64)")
     parser.add_argument("--workers", type=int, default=None,
                         help="decoding processes (default: CPU cores - 1, at most 8; 0: none)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1")
     parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA), float32, float16, bfloat16")
-    parser.add_argument("--store-dtype", default="float32", choices=["float32", "float16"])
+    parser.add_argument("--store-dtype", default="float32", choices=["float32", "float16"],
+                        help="dtype of the stored rows; float16 halves the disk (default: float32)")
     parser.add_argument("--shard-rows", type=int, default=65536, help="rows per store shard")
     parser.add_argument("--column", default=None, help="text column of a .csv/.jsonl/.parquet")
     parser.add_argument("--id-column", default=None, help="id column of a .csv/.jsonl/.parquet")
@@ -115,9 +117,12 @@ def _register_similarity(subparsers) -> None:
     parser.add_argument("--audio", nargs="+", default=[], help="audio (or video) files")
     parser.add_argument("--text", nargs="+", default=[], help="texts")
     parser.add_argument("--text-space", default=None, help="which of the model's spaces embeds texts")
-    parser.add_argument("--scale", type=float, default=10.0, help="softmax scale (official: 10)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--scale", type=float, default=10.0, help="the softmax's scale, as the official demo prints it (default: 10)")
+    parser.add_argument("--device", default="auto",
+                        help="where the encoders run: auto (CUDA if present), cpu, cuda:1 (default: auto)")
+    parser.add_argument("--dtype", default="auto",
+                        help="encoder dtype: auto (float16 on CUDA, else float32), float32, float16, "
+                             "bfloat16 (default: auto)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.set_defaults(run=run_similarity)
 

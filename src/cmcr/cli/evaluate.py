@@ -51,11 +51,14 @@ def register(subparsers) -> None:
     parser.add_argument("--dataset", required=True, help="benchmark name (see the table above)")
     parser.add_argument("--root", required=True, help="the dataset's folder, in its published layout")
     parser.add_argument("--space", action="append", default=[], metavar="NAME=KIND:NAME_OR_PATH",
-                        help="the frozen space behind each of the model's spaces (repeatable)")
+                        help="the frozen space behind each of the model's spaces (repeatable); "
+                             "KIND:NAME_OR_PATH, or a short name: clip-vit-b32, clap-htsat-fused, "
+                             "clap-htsat-unfused, clip:toy, clap:toy")
     parser.add_argument("--text-space", default=None,
                         help="which of the model's spaces embeds texts (default: the model's choice)")
     parser.add_argument("--out", default=None, help="folder for JSON results, figures and the cache")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="items a batch when the frozen spaces embed the data (default: 32)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1")
     parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA), float32, ...")
     parser.add_argument("--limit", type=int, default=None,
