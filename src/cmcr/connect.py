@@ -78,8 +78,9 @@ def build_model(config: ConnectConfig, queries: dict[str, EmbeddingStore]) -> Co
 
 def connect(config: ConnectConfig, out_dir: str | Path, *, resume: bool = False,
             device: str | torch.device | None = "auto", cache_dir: str | Path | None = None,
-            progress: bool = True) -> ConnectedModel:
-    """Run C-MCR end to end and save the connected model (plus run record) in ``out_dir``."""
+            progress: bool = True, label: str | None = None) -> ConnectedModel:
+    """Run C-MCR end to end and save the connected model (plus run record) in ``out_dir``;
+    progress bars say ``label`` (default: the output folder's name)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
@@ -99,7 +100,8 @@ def connect(config: ConnectConfig, out_dir: str | Path, *, resume: bool = False,
     seed_everything(config.train.seed)  # the projectors' initialisation depends on it
     model = build_model(config, queries)
     train_projectors(model, data, config.train, config.method, out_dir / "training",
-                     resume=resume, device=device, progress=progress)
+                     resume=resume, device=device, progress=progress,
+                     label=f"train {label or out_dir.name}")
     model.to("cpu").save_pretrained(out_dir)
     write_json(out_dir / "run.json", run_record(config.to_dict(), device=str(device)))
     return model

@@ -219,7 +219,8 @@ def _rewrite_errors(out: Path, errors: list[dict[str, Any]]) -> None:
 def embed_items(space: Space, modality: str, items: Sequence[InputItem], out: str | Path, *,
                 batch_size: int = 64, workers: int | None = None, shard_rows: int = 65536,
                 store_dtype: str = "float32", overwrite: bool = False, progress: bool = True,
-                on_batch: Callable[[int], None] | None = None) -> EmbedSummary:
+                on_batch: Callable[[int], None] | None = None,
+                label: str | None = None) -> EmbedSummary:
     """Embed ``items`` into the store ``out``, resuming an interrupted run of the same inputs.
 
     ``on_batch(k)`` is called after batch k is handed to the store (for progress hooks and tests).
@@ -243,7 +244,8 @@ def embed_items(space: Space, modality: str, items: Sequence[InputItem], out: st
                          pin_memory=getattr(getattr(space, "device", None), "type", "") == "cuda")
     began = time.perf_counter()
     bar = tqdm(total=len(items), initial=start, unit="item", disable=not progress,
-               desc=f"embed {modality}", dynamic_ncols=True)
+               desc=label or f"embed {modality} ({space.name.rpartition('/')[2]})",
+               dynamic_ncols=True)
     with bar, open(out / ERRORS_FILE, "a", encoding="utf-8") as error_log:
         for number, batch in enumerate(loader):
             _store_batch(space, modality, batch, items, start, writer, error_log, errors)

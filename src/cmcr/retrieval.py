@@ -108,6 +108,7 @@ def retrieve_pseudo_embeddings(
     device: str | torch.device | None = "auto",
     out: StoreWriter | None = None,
     progress: bool = False,
+    label: str = "memory retrieval",
 ) -> np.ndarray | None:
     """Pseudo embeddings (n_queries, dim) of ``memory`` for each query row.
 
@@ -133,7 +134,7 @@ def retrieve_pseudo_embeddings(
         ids = queries.ids
     result = None if out is not None else np.empty((len(queries), queries.dim), dtype=np.float32)
     starts = range(start_row, len(queries), query_chunk)
-    for start in tqdm(starts, desc="memory retrieval", unit="chunk", disable=not progress):
+    for start in tqdm(starts, desc=label, unit="chunk", disable=not progress):
         query = _unit_rows(queries.rows(start, start + query_chunk), device)
         blocks = _memory_blocks(memory, memory_chunk, device, resident)
         with torch.inference_mode():
@@ -176,5 +177,6 @@ def cached_pseudo_embeddings(queries: EmbeddingStore, memory: EmbeddingStore, te
                          normalized=False, shard_rows=query_chunk * 16)
     (path / "key.json").write_text(json.dumps(key_data, indent=2) + "\n", encoding="utf-8")
     retrieve_pseudo_embeddings(queries, memory, temperature, top_k, query_chunk=query_chunk,
-                               device=device, out=writer, progress=progress)
+                               device=device, out=writer, progress=progress,
+                               label=f"memory retrieval ({space or 'space'}: {modality or 'memory'})")
     return writer.close()

@@ -87,8 +87,8 @@ def _settings(train: TrainConfig, method: MethodConfig, model: ConnectedModel) -
 
 def train_projectors(model: ConnectedModel, data: TrainingData, train: TrainConfig,
                      method: MethodConfig, out_dir: str | Path, *, resume: bool = False,
-                     device: torch.device = torch.device("cpu"), progress: bool = True
-                     ) -> ConnectedModel:
+                     device: torch.device = torch.device("cpu"), progress: bool = True,
+                     label: str = "training") -> ConnectedModel:
     """Train ``model``'s two projectors on ``data``; checkpoint and log under ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def train_projectors(model: ConnectedModel, data: TrainingData, train: TrainConf
     _truncate_metrics(out_dir / METRICS_NAME, start_epoch)
     load_batch = data.batch_loader(device)
     name_a, name_b = data.space_names
-    bar = tqdm(total=total_steps, initial=start_epoch * per_epoch, desc="training",
+    bar = tqdm(total=total_steps, initial=start_epoch * per_epoch, desc=label,
                unit="step", disable=not progress)
     for epoch in range(start_epoch, train.epochs):
         order = torch.randperm(len(data), generator=epoch_generator(train.seed, epoch)).numpy()

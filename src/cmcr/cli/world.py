@@ -106,6 +106,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
         settings.epochs = args.epochs
     results = run_demo(args.out, settings, progress=not args.quiet)
     print(summary_text(results))
+    stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in results["seconds"].items())
+    print(f"\ntime per stage: {stages} (total {sum(results['seconds'].values()):.0f} s)")
     print(f"\nwrote {Path(args.out) / 'report.md'}, metrics.json and figures in {args.out}")
     print(f"search it in a browser: cmcr serve {args.out}   (then open http://127.0.0.1:8000)")
     return 0

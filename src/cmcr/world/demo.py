@@ -7,6 +7,7 @@ audio-image pair on held-out scenes against baselines, ablations and a paired up
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -51,9 +52,20 @@ class DemoSettings:
     workers: int = 0
 
 
+STAGES = {"world": "generate the world (or reuse it)",
+          "embed": "embed it with the toy CLIP and the toy CLAP",
+          "connect": "connect: C-MCR, its ablations and the paired upper bound",
+          "evaluate": "evaluate: audio <-> image retrieval, retention, localisation, counterfactual",
+          "figures": "draw the figures",
+          "index": "index the test images and clips for 'cmcr serve'"}
+
+
 @contextmanager
-def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    """Record the seconds the ``with`` block takes as ``timings[name]``."""
+def _timed(timings: dict[str, float], name: str, progress: bool = False) -> Iterator[None]:
+    """Record the seconds the ``with`` block takes as ``timings[name]``; with ``progress``, say
+    which stage starts (its bars follow, each named after its method or store)."""
+    if progress:
+        print(f"[{len(timings) + 1}/{len(STAGES)}] {STAGES[name]}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     yield
     timings[name] = round(time.perf_counter() - start, 2)
@@ -277,18 +289,18 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
     timings: dict[str, float] = {}
-    with _timed(timings, "world"):
+    with _timed(timings, "world", progress):
         world = prepare_world(out_dir, settings, progress)
     spaces = load_toy_spaces(settings)
-    with _timed(timings, "embed"):
+    with _timed(timings, "embed", progress):
         frozen = embed_world(world, spaces, out_dir / "emb", progress, settings.workers)
         localisation_images = [str(world.path(p)) for p in records_field(world, "localisation", "image")]
         patches = {mode: spaces["clip"].embed_image_patches(localisation_images, mode=mode)
                    for mode in PATCH_MODES}
-    with _timed(timings, "connect"):
+    with _timed(timings, "connect", progress):
         models = train_connections(frozen, out_dir, settings, progress)
         models["paired_upper_bound"] = train_paired_upper_bound(frozen, out_dir, settings, progress)
-    with _timed(timings, "evaluate"):
+    with _timed(timings, "evaluate", progress):
         positives = concept_positives(records_field(world, "test_pairs", "concept"),
                                       records_field(world, "test_pairs", "concept"))
         judged = {k: models[k] for k in ("cmcr", "paired_upper_bound")}
@@ -305,9 +317,9 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None,
         upper = results["methods"]["paired_upper_bound"]["audio_to_image"]["R@1"]
         results["cmcr_to_upper_bound_R@1"] = (
             results["methods"]["cmcr"]["audio_to_image"]["R@1"] / upper if upper else None)
-    with _timed(timings, "figures"):
+    with _timed(timings, "figures", progress):
         write_figures(out_dir, world, frozen, models["cmcr"], maps, positives)
-    with _timed(timings, "index"):
+    with _timed(timings, "index", progress):
         build_search_index(out_dir, frozen, progress)
     results["seconds"] = timings
     write_json(out_dir / "metrics.json", results)

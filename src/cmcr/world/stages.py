@@ -77,7 +77,8 @@ def embed_world(world: WorldManifest, spaces: dict[str, Space], out_dir: Path,
             continue
         redo = stale or bool(existing and not existing.has_metadata)  # made before stores kept sources
         summary = embed_items(spaces[space_name], modality, _items(world, split, field), path,
-                              batch_size=128, workers=workers, progress=progress, overwrite=redo)
+                              batch_size=128, workers=workers, progress=progress, overwrite=redo,
+                              label=f"embed {name} (toy {space_name.upper()})")
         if summary.errors:
             raise CmcrError(f"{path}: {len(summary.errors)} world files could not be embedded, "
                             f"first: {summary.errors[0]}")
