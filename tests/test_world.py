@@ -230,3 +230,21 @@ def test_a_manifest_of_another_version_is_refused(world, tmp_path):
     (copy / "world.json").write_text(json.dumps({**header, "version": 99}))
     with pytest.raises(CmcrError, match="version"):
         load_world(copy)
+
+
+def test_pruned_media_are_restored_byte_for_byte(tmp_path):
+    from cmcr.world.generate import load_world, prune_media, restore_media
+
+    world = generate_world(tmp_path / "w", seed=0, sizes=TINY, progress=False)
+    files = sorted((tmp_path / "w" / "audio_memory").iterdir())
+    before = {path.name: path.read_bytes() for path in files}
+    prune_media(world, ("audio_memory",))
+    assert not any((tmp_path / "w" / "audio_memory").iterdir())
+    reloaded = load_world(tmp_path / "w")  # a pruned split's missing files are not an error
+    assert reloaded.pruned == ("audio_memory",) and len(reloaded.audio_memory) == TINY.audio_memory
+    restore_media(reloaded, "audio_memory", progress=False)
+    after = {path.name: path.read_bytes() for path in (tmp_path / "w" / "audio_memory").iterdir()}
+    assert after == before and load_world(tmp_path / "w").pruned == ()
+    (tmp_path / "w" / "test_pairs" / "000000.png").unlink()
+    with pytest.raises(CmcrError, match="missing"):
+        load_world(tmp_path / "w")  # other splits' files are still checked

@@ -8,8 +8,8 @@ from pathlib import Path
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
 DEMO_HELP = """\
-Run the whole C-MCR story offline in the built-in generated world (about 70 seconds on an idle
-2-core machine; re-running reuses the world and the embeddings already in OUT).
+Run the whole C-MCR story offline in the built-in generated world (about a minute and 80 MB of
+disk on an idle 2-core machine; re-running reuses the world and the embeddings already in OUT).
 
 A toy CLIP (a transformers CLIPModel trained on images and look captions) and a toy CLAP (a
 ClapModel trained on audio and sound captions, on different data) ship inside cmcr. The demo

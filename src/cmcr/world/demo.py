@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,10 +27,13 @@ from cmcr.runtime import run_record, write_json
 from cmcr.spaces import load_space
 from cmcr.spaces.clip import PATCH_MODES
 from cmcr.world.concepts import CONCEPTS
-from cmcr.world.generate import WorldManifest, WorldSizes, generate_world, load_world
+from cmcr.world.generate import (WorldManifest, WorldSizes, generate_world, load_world,
+                                 prune_media)
 from cmcr.world.stages import FrozenEmbeddings, embed_world, prompt_embeddings, records_field
 from cmcr.world.toy_spaces import packaged_space_dir
 
+# splits no stage reads after they are embedded (the rest are served, drawn or re-read)
+EMBEDDED_ONLY = ("image_memory", "audio_memory", "paired_train")
 ABLATIONS = {"no_noise": {"use_noise": False}, "no_memory": {"use_memory": False},
              "no_intra": {"use_intra": False}}
 IMAGE_PROMPT = "a photo of a {}"
@@ -71,17 +74,24 @@ def _timed(timings: dict[str, float], name: str, progress: bool = False) -> Iter
     timings[name] = round(time.perf_counter() - start, 2)
 
 
+def demo_sizes(sizes: WorldSizes) -> WorldSizes:
+    """The splits the demo reads: not the toy spaces' own training pairs (``cmcr world
+    train-spaces`` generates those), which would be a third of the world's disk."""
+    return replace(sizes, clip_pairs=0, clap_pairs=0)
+
+
 def prepare_world(out_dir: Path, settings: DemoSettings, progress: bool) -> WorldManifest:
     """Generate the world, or reuse the one already in ``out_dir/world`` for the same settings."""
     world_dir = out_dir / "world"
+    sizes = demo_sizes(settings.sizes)
     if (world_dir / "world.json").exists():
         try:
             world = load_world(world_dir)
         except CmcrError:  # another cmcr version's world, or damaged: make it anew
             world = None
-        if world and world.seed == settings.seed and asdict(world.sizes) == asdict(settings.sizes):
+        if world and world.seed == settings.seed and demo_sizes(world.sizes) == sizes:
             return world
-    return generate_world(world_dir, seed=settings.seed, sizes=settings.sizes, progress=progress)
+    return generate_world(world_dir, seed=settings.seed, sizes=sizes, progress=progress)
 
 
 def load_toy_spaces(settings: DemoSettings) -> dict[str, Any]:
@@ -294,6 +304,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None,
     spaces = load_toy_spaces(settings)
     with _timed(timings, "embed", progress):
         frozen = embed_world(world, spaces, out_dir / "emb", progress, settings.workers)
+        prune_media(world, EMBEDDED_ONLY)  # regenerated, byte for byte, if ever re-embedded
         localisation_images = [str(world.path(p)) for p in records_field(world, "localisation", "image")]
         patches = {mode: spaces["clip"].embed_image_patches(localisation_images, mode=mode)
                    for mode in PATCH_MODES}
@@ -307,7 +318,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None,
         local, maps = localisation(judged, patches, world, frozen)
         results = {
             "seed": settings.seed,
-            "world": asdict(settings.sizes),
+            "world": asdict(world.sizes),
             "test_pairs": len(world.test_pairs),
             "methods": emergent_retrieval(models, frozen, positives),
             "retention": retention(models["cmcr"], spaces, world, frozen),

@@ -59,6 +59,7 @@ class WorldManifest:
     localisation: list[dict]
     counterfactual: list[dict]
     paired_train: list[dict]
+    pruned: tuple[str, ...] = ()  # splits whose media files were deleted (see prune_media)
 
     @property
     def splits(self) -> dict[str, list[dict]]:
@@ -221,11 +222,39 @@ def generate_world(out_dir: str | Path, seed: int = 0, sizes: WorldSizes = World
     root.mkdir(parents=True, exist_ok=True)
     splits = {name: _generate_split(root, seed, sizes, i, progress)
               for i, name in enumerate(SPLIT_NAMES)}
-    header = {"format": "cmcr-world", "version": FORMAT_VERSION, "seed": seed,
-              "sizes": asdict(sizes), "concepts": [c.name for c in CONCEPTS],
-              "splits": {name: f"{name}.jsonl" for name in SPLIT_NAMES}}
-    (root / MANIFEST_FILE).write_text(json.dumps(header, indent=2) + "\n", encoding="utf-8")
-    return WorldManifest(root=root, seed=seed, sizes=sizes, **splits)
+    world = WorldManifest(root=root, seed=seed, sizes=sizes, **splits)
+    _write_header(world)
+    return world
+
+
+def _write_header(world: WorldManifest) -> None:
+    header = {"format": "cmcr-world", "version": FORMAT_VERSION, "seed": world.seed,
+              "sizes": asdict(world.sizes), "concepts": [c.name for c in CONCEPTS],
+              "splits": {name: f"{name}.jsonl" for name in SPLIT_NAMES},
+              "pruned": list(world.pruned)}
+    (world.root / MANIFEST_FILE).write_text(json.dumps(header, indent=2) + "\n", encoding="utf-8")
+
+
+def prune_media(world: WorldManifest, splits: tuple[str, ...]) -> WorldManifest:
+    """Delete the media files of ``splits`` (their records stay): for splits only needed as
+    embeddings. :func:`restore_media` regenerates them, byte for byte, when they are needed."""
+    for split in splits:
+        for record in getattr(world, split):
+            for key in ("image", "audio"):
+                if key in record:
+                    world.path(record[key]).unlink(missing_ok=True)
+    world.pruned = tuple(sorted(set(world.pruned) | set(splits)))
+    _write_header(world)
+    return world
+
+
+def restore_media(world: WorldManifest, split: str, progress: bool = True) -> WorldManifest:
+    """Regenerate a pruned split's media (items are drawn from their own seeds: same bytes)."""
+    if split in world.pruned:
+        _generate_split(world.root, world.seed, world.sizes, SPLIT_NAMES.index(split), progress)
+        world.pruned = tuple(name for name in world.pruned if name != split)
+        _write_header(world)
+    return world
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -269,8 +298,10 @@ def load_world(out_dir: str | Path) -> WorldManifest:
                         f"regenerate it with this version of cmcr")
     known = {f.name for f in fields(WorldSizes)}
     sizes = WorldSizes(**{k: v for k, v in header["sizes"].items() if k in known})
+    pruned = tuple(header.get("pruned", ()))
     splits = {}
     for name in SPLIT_NAMES:
         splits[name] = _read_jsonl(root / header["splits"].get(name, f"{name}.jsonl"))
-        _check_media(root, name, splits[name])
-    return WorldManifest(root=root, seed=header["seed"], sizes=sizes, **splits)
+        if name not in pruned:
+            _check_media(root, name, splits[name])
+    return WorldManifest(root=root, seed=header["seed"], sizes=sizes, pruned=pruned, **splits)

@@ -14,7 +14,7 @@ from cmcr.embed import InputItem, embed_items
 from cmcr.errors import CmcrError
 from cmcr.spaces.base import Space
 from cmcr.store import open_store
-from cmcr.world.generate import WorldManifest
+from cmcr.world.generate import WorldManifest, restore_media
 
 # store name -> (space, modality, split, record field); texts take the caption itself
 EMBEDDINGS: dict[str, tuple[str, str, str, str]] = {
@@ -76,6 +76,7 @@ def embed_world(world: WorldManifest, spaces: dict[str, Space], out_dir: Path,
         if not stale and existing and existing.complete and existing.has_metadata:
             continue
         redo = stale or bool(existing and not existing.has_metadata)  # made before stores kept sources
+        restore_media(world, split, progress)
         summary = embed_items(spaces[space_name], modality, _items(world, split, field), path,
                               batch_size=128, workers=workers, progress=progress, overwrite=redo,
                               label=f"embed {name} (toy {space_name.upper()})")
