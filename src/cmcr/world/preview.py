@@ -43,6 +43,7 @@ def save_preview(world_dir: str | Path, out_png: str | Path, n_images: int = 16,
                     extent=(0, len(wave) / sample_rate, 0, sample_rate / 2), cmap="magma")
         axis.set_title(record["caption"], fontsize=8)
         axis.set_ylabel("Hz", fontsize=7)
+        axis.set_xlabel("seconds", fontsize=7)
         axis.tick_params(labelsize=6)
     figure.tight_layout()
     out_path = Path(out_png)

@@ -94,8 +94,11 @@ def write_figures(out_dir: Path, world: WorldManifest, frozen: FrozenEmbeddings,
     concepts = records_field(world, "test_pairs", "concept")
     retrieval_grid(world, similarity, positives, out_dir / "retrieval_grid.png")
     similarity_matrix(similarity, concepts, out_dir / "similarity_matrix.png")
-    localisation_figure(world, maps["cmcr"], out_dir / "localisation.png")
-    localisation_figure(world, maps["cmcr_value_patches"], out_dir / "localisation_values.png")
+    localisation_figure(world, maps["cmcr"], out_dir / "localisation.png",
+                        "C-MCR: where is the sound? audio vs CLIP patch tokens in the joint space")
+    localisation_figure(world, maps["cmcr_value_patches"], out_dir / "localisation_values.png",
+                        "C-MCR: where is the sound? audio vs CLIP value patches (MaskCLIP) "
+                        "in the joint space")
     joint_space_map(image, audio, model.project("clip", frozen["clip_text"][:300]).numpy(),
                     out_dir / "joint_space.png")
 
@@ -114,6 +117,8 @@ def retrieval_grid(world: WorldManifest, similarity: np.ndarray, positives: np.n
         samples, rate = soundfile.read(world.path(records[query]["audio"]))
         axes[row][0].specgram(samples, Fs=rate, NFFT=256, noverlap=128, cmap="magma")
         axes[row][0].set_title(f"sound: {records[query]['concept']}", fontsize=7)
+        axes[row][0].set_ylabel(f"0-{rate / 2000:g} kHz", fontsize=6)
+        axes[row][0].set_xlabel(f"{len(samples) / rate:.1f} s", fontsize=6)
         for column, index in enumerate(np.argsort(-similarity[query])[:top], start=1):
             axis = axes[row][column]
             axis.imshow(Image.open(world.path(records[index]["image"])))
@@ -158,9 +163,18 @@ def similarity_matrix(similarity: np.ndarray, concepts: list[str], path: Path) -
     left.set_title("mean joint-space cosine per concept pair")
     figure.colorbar(shown, ax=left, fraction=0.046)
     shown = right.imshow(pairs - pairs.mean(axis=1, keepdims=True), cmap="viridis")
-    right.set_xlabel("images (sorted by concept)")
-    right.set_ylabel("audio clips (sorted by concept)")
-    right.set_title("every test pair, row-centred cosine")
+    sorted_concepts = np.array(concepts)[order]
+    edges = np.flatnonzero(sorted_concepts[1:] != sorted_concepts[:-1]) + 0.5
+    for edge in edges:  # concept boundaries: a bright block on the diagonal is retrieval working
+        right.axhline(edge, color="white", linewidth=0.3)
+        right.axvline(edge, color="white", linewidth=0.3)
+    centres = (np.concatenate([[-0.5], edges]) + np.concatenate([edges, [len(order) - 0.5]])) / 2
+    labels = [sorted_concepts[int(np.ceil(c))] for c in centres]
+    right.set_xticks(centres, labels, rotation=90, fontsize=5)
+    right.set_yticks(centres, labels, fontsize=5)
+    right.set_xlabel("images, grouped by their sounding concept")
+    right.set_ylabel("audio clips, grouped by concept")
+    right.set_title("every test pair, row-centred cosine (white lines: concept boundaries)")
     figure.colorbar(shown, ax=right, fraction=0.046)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -168,7 +182,9 @@ def similarity_matrix(similarity: np.ndarray, concepts: list[str], path: Path) -
     return path
 
 
-def localisation_figure(world: WorldManifest, maps: np.ndarray, path: Path, count: int = 8) -> Path:
+def localisation_figure(world: WorldManifest, maps: np.ndarray, path: Path, title: str,
+                        count: int = 8) -> Path:
+    """Two-object scenes: the sounding object's box (green) and the audio's heat map."""
     from PIL import Image
 
     records = world.localisation[:count]
@@ -176,7 +192,9 @@ def localisation_figure(world: WorldManifest, maps: np.ndarray, path: Path, coun
     images = [Image.open(world.path(r["image"])).convert("RGB") for r in records]
     boxes = [[[v / size for v in r["box"]]] for r in records]
     titles = [f"sound: {r['concept']}" for r in records]
-    return plot_heatmaps(images, maps[:count], boxes, titles, path)
+    return plot_heatmaps(images, maps[:count], boxes, titles, path, suptitle=title,
+                         box_label="green box: the sounding object (the other object is silent)",
+                         heat_label="audio-patch cosine")
 
 
 def joint_space_map(image: np.ndarray, audio: np.ndarray, text: np.ndarray, path: Path) -> Path:
@@ -184,8 +202,9 @@ def joint_space_map(image: np.ndarray, audio: np.ndarray, text: np.ndarray, path
     plt = pyplot()
     rows = np.vstack([image, audio, text])
     centred = rows - rows.mean(axis=0)
-    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    _, singular, components = np.linalg.svd(centred, full_matrices=False)
     points = centred @ components[:2].T
+    explained = 100 * singular[:2] ** 2 / np.sum(singular ** 2)
     figure, axis = plt.subplots(figsize=(5.5, 5))
     start = 0
     for label, block, colour in (("image", image, "tab:blue"), ("audio", audio, "tab:orange"),
@@ -194,6 +213,8 @@ def joint_space_map(image: np.ndarray, audio: np.ndarray, text: np.ndarray, path
         axis.scatter(chunk[:, 0], chunk[:, 1], s=6, alpha=0.6, label=label, color=colour)
         start += len(block)
     axis.legend()
+    axis.set_xlabel(f"principal component 1 ({explained[0]:.0f}% of the variance)")
+    axis.set_ylabel(f"principal component 2 ({explained[1]:.0f}% of the variance)")
     axis.set_title("joint space (PCA), coloured by modality")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
