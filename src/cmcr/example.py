@@ -26,7 +26,7 @@ def run_example(out_dir: str | Path, seed: int = 0, epochs: int = 20,
     out_dir = Path(out_dir)
     config_path = write_synthetic_example(out_dir / "data", seed=seed, sizes=sizes, epochs=epochs)
     config = load_connect_config(config_path, overrides)
-    model = connect(config, out_dir / "model", device="cpu", progress=progress)
+    model = connect(config, out_dir / "model", device="cpu", progress=progress, label="cmcr")
     emb = out_dir / "data" / "emb"
     test_image = open_store(emb / "test_image").to_numpy()
     test_audio = open_store(emb / "test_audio").to_numpy()
