@@ -336,7 +336,8 @@ class StoreWriter:
                 raise StoreError(f"{self.path}: {len(matrix)} rows but {len(metadata)} metadata rows")
             if self.info.num_rows == 0 and not self._pending:
                 self.info.has_metadata = True
-            self._pending_meta.extend(metadata)
+            if self.info.has_metadata:  # a store begun without metadata (resumed) stays without
+                self._pending_meta.extend(metadata)
         if self.info.has_metadata and metadata is None:
             raise StoreError(f"{self.path}: this store records metadata: pass it for every row")
         self._pending.append(matrix.astype(self.info.dtype, copy=False))
