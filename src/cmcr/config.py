@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -111,6 +112,15 @@ class ConnectConfig:
         return from_dict(cls, data)
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 60, 60, 4, 4, 2
+
+
+def shown(value: Any) -> str:
+    """A value as an error message may show it: bounded in length and depth."""
+    return _SHORT.repr(value)
+
+
 def _check_value(value: Any, hint: Any, where: str) -> Any:
     """Convert ``value`` to ``hint`` (dataclass, dict, Optional, scalar) or raise ConfigError."""
     origin = typing.get_origin(hint)
@@ -134,19 +144,19 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
         return {str(k): _check_value(v, value_hint, f"{where}.{k}") for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"'{where}' must be true or false, got {value!r}")
+            raise ConfigError(f"'{where}' must be true or false, got {shown(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"'{where}' must be an integer, got {value!r}")
+            raise ConfigError(f"'{where}' must be an integer, got {shown(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"'{where}' must be a number, got {value!r}")
+            raise ConfigError(f"'{where}' must be a number, got {shown(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, (str, Path)):
-            raise ConfigError(f"'{where}' must be a string, got {value!r}")
+            raise ConfigError(f"'{where}' must be a string, got {shown(value)}")
         return str(value)
     return value
 
@@ -157,7 +167,7 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
         return data
     label = where or cls.__name__
     if not isinstance(data, Mapping):
-        raise ConfigError(f"'{label}' must be a mapping, got {type(data).__name__}: {data!r}")
+        raise ConfigError(f"'{label}' must be a mapping, got {type(data).__name__}: {shown(data)}")
     data = dict(data)
     if cls is ProjectorConfig and data.get("preset") is not None:
         data = _apply_preset(data, label)
@@ -193,7 +203,15 @@ def _apply_preset(data: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-4`` as a string; configs mean a number (as YAML 1.2 does)."""
+    """YAML 1.1 reads ``1e-4`` as a string; configs mean a number (as YAML 1.2 does). Aliases
+    (``*name``) are refused: a few hundred bytes of nested aliases expand to gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not accepted "
+                                              "in cmcr configs; write the value out", mark)
+        return super().compose_node(parent, index)
 
 
 _Loader.add_implicit_resolver(

@@ -18,10 +18,14 @@ from cmcr.train import TrainingData, train_projectors
 log = logging.getLogger(__name__)
 
 
-def check_rows(store: EmbeddingStore, role: str) -> None:
-    """Reject empty stores and NaN/inf rows, naming the file and the row."""
+def check_rows(store: EmbeddingStore, role: str, allow_incomplete: bool = False) -> None:
+    """Reject empty and unfinished stores and NaN/inf rows, naming the file and the row."""
     if len(store) == 0:
         raise StoreError(f"{store.path}: {role} store is empty")
+    if not store.info.complete and not allow_incomplete:
+        raise StoreError(f"{store.path}: {role} store is incomplete ({len(store)} rows so far: an "
+                         "interrupted 'cmcr embed'?); finish it by re-running the same 'cmcr "
+                         "embed', or pass --allow-incomplete to train on the rows it has")
     bad = store.first_nonfinite_row()
     if bad is not None:
         raise StoreError(f"{store.path}: {role} row {bad} (id {store.ids[bad]!r}) holds NaN or inf")
@@ -33,14 +37,14 @@ def _check_modality(store: EmbeddingStore, expected: str, role: str) -> None:
                          f"the config expects '{expected}'")
 
 
-def open_training_stores(config: ConnectConfig
+def open_training_stores(config: ConnectConfig, allow_incomplete: bool = False
                          ) -> tuple[dict[str, EmbeddingStore], dict[str, EmbeddingStore | None]]:
     """Open and check every store the config names; errors name the file and the problem."""
     queries, memories = {}, {}
     for name, space in config.spaces.items():
         query_store = open_store(space.queries)
         _check_modality(query_store, config.shared_modality, f"'{name}' queries")
-        check_rows(query_store, f"'{name}' queries")
+        check_rows(query_store, f"'{name}' queries", allow_incomplete)
         queries[name] = query_store
         memories[name] = None
         if config.method.use_memory:
@@ -53,7 +57,7 @@ def open_training_stores(config: ConnectConfig
                 raise StoreError(f"{memory_store.path}: memory dim {memory_store.dim} differs from "
                                  f"the queries' dim {query_store.dim} ({query_store.path}): both "
                                  f"must come from space '{name}'")
-            check_rows(memory_store, f"'{name}' memory")
+            check_rows(memory_store, f"'{name}' memory", allow_incomplete)
             memories[name] = memory_store
     (name_a, store_a), (name_b, store_b) = queries.items()
     if len(store_a) != len(store_b):
@@ -78,14 +82,15 @@ def build_model(config: ConnectConfig, queries: dict[str, EmbeddingStore]) -> Co
 
 def connect(config: ConnectConfig, out_dir: str | Path, *, resume: bool = False,
             device: str | torch.device | None = "auto", cache_dir: str | Path | None = None,
-            progress: bool = True, label: str | None = None) -> ConnectedModel:
+            progress: bool = True, label: str | None = None,
+            allow_incomplete: bool = False) -> ConnectedModel:
     """Run C-MCR end to end and save the connected model (plus run record) in ``out_dir``;
     progress bars say ``label`` (default: the output folder's name)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
-    queries, memories = open_training_stores(config)
+    queries, memories = open_training_stores(config, allow_incomplete)
     save_config(config, out_dir / "connect_config.yaml")
     pseudo = None
     if config.method.use_memory:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+import pickle
 from pathlib import Path
 
 import torch
@@ -46,9 +47,15 @@ def read_official_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message suggests weights_only=False: never that
+        raise CheckpointError(f"{path}: not a plain tensor checkpoint: it holds Python objects, "
+                              "which cmcr does not unpickle (a checkpoint of tensors is needed; "
+                              "re-save the state dict with torch.save(model.state_dict(), ...) "
+                              "from a source you trust)") from None
     except Exception as err:  # torch raises many types for damaged or non-torch files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+                              f"{first[:200]})") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

@@ -262,9 +262,43 @@ def read_manifest(manifest: Path) -> StoreInfo:
         raise StoreError(f"{manifest}: store format version {version} is not supported "
                          f"(this cmcr reads version {FORMAT_VERSION})")
     try:
-        return StoreInfo(**data)
+        info = StoreInfo(**data)
     except TypeError as err:
         raise StoreError(f"{manifest}: malformed manifest: {err}") from None
+    check_manifest(info, manifest)
+    return info
+
+
+def _plain_file_name(name: Any) -> bool:
+    """A file name inside the store folder: no folder part, not '.', '..' or empty."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+            and "\\" not in name and "\x00" not in name)
+
+
+def check_manifest(info: StoreInfo, manifest: Path) -> None:
+    """Refuse a manifest whose fields have the wrong types, or whose files are not plain names
+    inside the store folder (``../x.npy`` or ``/etc/hostname`` would read outside it)."""
+    def is_count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not (is_count(info.dim) and info.dim > 0):
+        raise StoreError(f"{manifest}: 'dim' must be a positive integer, got {info.dim!r:.40}")
+    if info.dtype not in SUPPORTED_DTYPES:
+        raise StoreError(f"{manifest}: 'dtype' must be one of {SUPPORTED_DTYPES}, got {info.dtype!r:.40}")
+    if not is_count(info.num_rows) or not (is_count(info.shard_rows) and info.shard_rows > 0):
+        raise StoreError(f"{manifest}: 'num_rows' and 'shard_rows' must be whole numbers")
+    if not isinstance(info.shards, list):
+        raise StoreError(f"{manifest}: 'shards' must be a list, got {type(info.shards).__name__}")
+    for index, shard in enumerate(info.shards):
+        if not isinstance(shard, dict) or "file" not in shard or not is_count(shard.get("rows")):
+            raise StoreError(f"{manifest}: shard {index} must name its 'file' and its 'rows'")
+        for key in ("file", "ids", "meta"):
+            if key in shard and not _plain_file_name(shard[key]):
+                raise StoreError(f"{manifest}: shard {index} '{key}' is {str(shard[key])[:80]!r}: "
+                                 "store files must be plain names inside the store folder")
+    if sum(shard["rows"] for shard in info.shards) != info.num_rows:
+        raise StoreError(f"{manifest}: the shards hold {sum(s['rows'] for s in info.shards)} rows, "
+                         f"'num_rows' says {info.num_rows}")
 
 
 class StoreWriter:
@@ -307,11 +341,24 @@ class StoreWriter:
             self.info = existing
             return
         if self.path.exists() and overwrite:
-            for child in self.path.iterdir():
-                if child.name == MANIFEST or child.name.startswith(("shard-", "ids-", "meta-")):
-                    child.unlink()
+            self._remove_listed_files(manifest)
         self.path.mkdir(parents=True, exist_ok=True)
         self._write_manifest()
+
+    def _remove_listed_files(self, manifest: Path) -> None:
+        """For overwrite: delete only the files the old manifest lists; a non-empty folder that
+        holds no store is refused, so a mistyped --out never deletes a user's files."""
+        if not manifest.exists():
+            if self.path.is_dir() and any(self.path.iterdir()):
+                raise StoreError(f"{self.path}: not a store (no {MANIFEST}) and not empty: refusing "
+                                 "to overwrite it; choose an empty or new folder")
+            return
+        existing = read_manifest(manifest)
+        for shard in existing.shards:
+            for key in ("file", "ids", "meta"):
+                if key in shard:
+                    (self.path / shard[key]).unlink(missing_ok=True)
+        manifest.unlink()
 
     @property
     def num_rows(self) -> int:

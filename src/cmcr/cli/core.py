@@ -56,6 +56,9 @@ def _register_connect(subparsers) -> None:
                         help="continue from OUT/training/checkpoint.pt (same config required)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1")
     parser.add_argument("--cache-dir", default=None, help="where pseudo embeddings are cached")
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="train on stores an interrupted 'cmcr embed' left unfinished "
+                             "(refused by default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run_connect)
 
@@ -66,7 +69,7 @@ def run_connect(args: argparse.Namespace) -> int:
 
     config = load_connect_config(args.config, args.overrides)
     connect(config, args.out, resume=args.resume, device=args.device, cache_dir=args.cache_dir,
-            progress=not args.quiet)
+            progress=not args.quiet, allow_incomplete=args.allow_incomplete)
     print(f"saved connected model to {args.out} (load with cmcr.ConnectedModel.from_pretrained)")
     return 0
 
