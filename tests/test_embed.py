@@ -146,3 +146,54 @@ def test_cli_bad_input_is_a_one_line_error(tiny_clip_dir, tmp_path, capsys):
     code = main(["embed", "--space", f"clip:{tiny_clip_dir}", "--modality", "image", "--input",
                  str(tmp_path / "nowhere"), "--out", str(tmp_path / "s"), "--quiet"])
     assert code == 2 and "no such file or directory" in capsys.readouterr().err
+
+
+def test_a_second_run_into_the_same_store_is_refused_while_the_first_holds_it(clip, image_dir,
+                                                                              tmp_path):
+    from cmcr.store import store_lock
+
+    items = collect_inputs(image_dir, "image")
+    with store_lock(tmp_path / "out"):
+        with pytest.raises(StoreError, match=r"another cmcr process \(pid \d+ on"):
+            embed_items(clip, "image", items, tmp_path / "out", workers=0, progress=False)
+    summary = embed_items(clip, "image", items, tmp_path / "out", workers=0, progress=False)
+    assert summary.rows == 11 and not (tmp_path / "out" / ".cmcr-lock").exists()
+
+
+def test_the_lock_of_a_process_that_is_gone_is_taken_over(clip, image_dir, tmp_path, capsys):
+    import json
+    import socket
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".cmcr-lock").write_text(json.dumps(
+        {"pid": gone.pid, "host": socket.gethostname(), "since": "earlier"}))
+    summary = embed_items(clip, "image", collect_inputs(image_dir, "image"), tmp_path / "out",
+                          workers=0, progress=False)
+    assert summary.rows == 11
+    assert f"taking over the lock of a process that is gone (pid {gone.pid})" in capsys.readouterr().err
+
+
+def test_resuming_with_changed_inputs_is_refused_with_what_changed(clip, image_dir, tmp_path):
+    import shutil
+
+    inputs = shutil.copytree(image_dir, tmp_path / "inputs")
+    options = dict(batch_size=3, workers=0, shard_rows=4, progress=False)
+
+    def interrupt(batch_number):
+        if batch_number == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        embed_items(clip, "image", collect_inputs(inputs, "image"), tmp_path / "out",
+                    on_batch=interrupt, **options)
+    (inputs / "img01.jpg").unlink()  # a stored item disappears
+    shutil.copy(inputs / "img02.jpg", inputs / "img00b.jpg")  # and a new one comes before the cut
+    with pytest.raises(StoreError, match=r"inputs changed .*13 items then, 13 now; stored items "
+                                         r"no longer listed: 1 \(e\.g\. 'img01\.jpg'\)"):
+        embed_items(clip, "image", collect_inputs(inputs, "image"), tmp_path / "out", **options)
+    summary = embed_items(clip, "image", collect_inputs(inputs, "image"), tmp_path / "out",
+                          overwrite=True, **options)
+    assert summary.rows == 11 and "img00b.jpg" in open_store(tmp_path / "out").ids

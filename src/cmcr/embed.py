@@ -8,6 +8,7 @@ that cannot be read goes to ``STORE/errors.jsonl`` (index, id, path, reason); th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -21,10 +22,11 @@ import torch
 from cmcr.errors import CmcrError, InputError, StoreError
 from cmcr.processing import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, read_texts)
 from cmcr.spaces.base import Preprocessor, Space
-from cmcr.store import MANIFEST, StoreWriter, open_store, read_manifest
+from cmcr.store import MANIFEST, StoreWriter, open_store, read_manifest, store_lock
 
 ERRORS_FILE = "errors.jsonl"
 RUN_FILE = "embed.json"
+INPUTS_FILE = "inputs.json"  # a fingerprint of the input list, checked when a run resumes
 FILE_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "image": IMAGE_EXTENSIONS + VIDEO_EXTENSIONS,  # a video gives its frame at --frame-time
     "audio": AUDIO_EXTENSIONS + VIDEO_EXTENSIONS,  # a video gives its audio track
@@ -216,24 +218,64 @@ def _rewrite_errors(out: Path, errors: list[dict[str, Any]]) -> None:
 
 
 # -- the run -------------------------------------------------------------------------------------
+def inputs_fingerprint(items: Sequence[InputItem]) -> dict[str, Any]:
+    """What identifies an input list: its length and a digest of its ids and sources, in order."""
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(json.dumps([item.id, item.source]).encode("utf-8", "surrogatepass") + b"\n")
+    return {"count": len(items), "sha256": digest.hexdigest()}
+
+
+def check_same_inputs(out: Path, items: Sequence[InputItem], stored_ids: list[str]) -> None:
+    """Refuse to resume when the input list changed since the interrupted run, saying how."""
+    path = out / INPUTS_FILE
+    if not path.is_file():
+        return  # a store made before fingerprints were kept
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    current = inputs_fingerprint(items)
+    if recorded == current:
+        return
+    now = {item.id for item in items}
+    gone = [item_id for item_id in stored_ids if item_id not in now]
+    detail = f"; stored items no longer listed: {len(gone)} (e.g. {gone[0]!r})" if gone else ""
+    raise StoreError(f"{out}: the inputs changed since the interrupted run ({recorded['count']} "
+                     f"items then, {current['count']} now{detail}); resuming would silently miss "
+                     "or misplace items: re-run with --overwrite to embed the new list from the "
+                     "start")
+
+
 def embed_items(space: Space, modality: str, items: Sequence[InputItem], out: str | Path, *,
                 batch_size: int = 64, workers: int | None = None, shard_rows: int = 65536,
                 store_dtype: str = "float32", overwrite: bool = False, progress: bool = True,
                 on_batch: Callable[[int], None] | None = None,
                 label: str | None = None) -> EmbedSummary:
-    """Embed ``items`` into the store ``out``, resuming an interrupted run of the same inputs.
+    """Embed ``items`` into the store ``out``, resuming an interrupted run of the same inputs
+    (refused if the input list changed), holding an exclusive lock on ``out`` meanwhile.
 
     ``on_batch(k)`` is called after batch k is handed to the store (for progress hooks and tests).
     """
-    from tqdm.auto import tqdm
-
     modality = space.check_modality(modality)
     if batch_size < 1:
         raise InputError(f"batch size must be positive, got {batch_size}")
     out = Path(out).expanduser()
+    with store_lock(out):
+        return _embed_locked(space, modality, items, out, batch_size, workers, shard_rows,
+                             store_dtype, overwrite, progress, on_batch, label)
+
+
+def _embed_locked(space: Space, modality: str, items: Sequence[InputItem], out: Path,
+                  batch_size: int, workers: int | None, shard_rows: int, store_dtype: str,
+                  overwrite: bool, progress: bool, on_batch: Callable[[int], None] | None,
+                  label: str | None) -> EmbedSummary:
+    from tqdm.auto import tqdm
+
     writer = StoreWriter(out, dim=space.dim, space=space.name, modality=modality,
                          dtype=store_dtype, normalized=True, shard_rows=shard_rows,
                          overwrite=overwrite)
+    if writer.num_rows:
+        check_same_inputs(out, items, open_store(out).ids)
+    else:
+        (out / INPUTS_FILE).write_text(json.dumps(inputs_fingerprint(items)) + "\n", encoding="utf-8")
     start = resume_point(out, items) if writer.num_rows else 0
     errors = [e for e in read_errors(out) if e["index"] < start] if start else []
     _rewrite_errors(out, errors)

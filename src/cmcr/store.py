@@ -14,8 +14,12 @@ a plain ``.npy`` matrix is accepted too (ids are then the row numbers).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -25,6 +29,7 @@ import numpy as np
 from cmcr.errors import StoreError
 
 MANIFEST = "store.json"
+LOCK_FILE = ".cmcr-lock"
 FORMAT_NAME = "cmcr-store"
 FORMAT_VERSION = 1
 SUPPORTED_DTYPES = ("float16", "float32")
@@ -349,7 +354,7 @@ class StoreWriter:
         """For overwrite: delete only the files the old manifest lists; a non-empty folder that
         holds no store is refused, so a mistyped --out never deletes a user's files."""
         if not manifest.exists():
-            if self.path.is_dir() and any(self.path.iterdir()):
+            if self.path.is_dir() and any(p.name != LOCK_FILE for p in self.path.iterdir()):
                 raise StoreError(f"{self.path}: not a store (no {MANIFEST}) and not empty: refusing "
                                  "to overwrite it; choose an empty or new folder")
             return
@@ -428,6 +433,53 @@ class StoreWriter:
     def __exit__(self, exc_type, *_: Any) -> None:
         if exc_type is None:
             self.close()
+
+
+def _holder_alive(holder: dict[str, Any]) -> bool:
+    """Whether the process recorded in a lock file still runs (True when it cannot be told)."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return True
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def store_lock(directory: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` while writing it: a lock file with this process's
+    pid and host. A lock left by a process that is gone (on this host) is taken over, with a
+    message; a live one is refused, naming its holder."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    while True:
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                holder = {}  # half-written by a process killed while taking the lock
+            if holder and _holder_alive(holder):
+                raise StoreError(
+                    f"{directory}: another cmcr process (pid {holder.get('pid')} on "
+                    f"{holder.get('host')}, since {holder.get('since')}) is writing here; wait "
+                    f"for it to finish, or delete {path} if that process is gone") from None
+            print(f"cmcr: {directory}: taking over the lock of a process that is gone "
+                  f"(pid {holder.get('pid')})", file=sys.stderr)
+            path.unlink(missing_ok=True)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                   "since": time.strftime("%Y-%m-%d %H:%M:%S")}, handle)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def write_store(path: str | Path, matrix: np.ndarray, ids: Sequence[str] | None = None, *,

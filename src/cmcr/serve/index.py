@@ -29,7 +29,7 @@ import numpy as np
 from cmcr.errors import CheckpointError, CmcrError, ConfigError, StoreError
 from cmcr.serve import ann
 from cmcr.serve.records import StringTable, StringTableWriter
-from cmcr.store import EmbeddingStore, open_store
+from cmcr.store import EmbeddingStore, open_store, store_lock
 
 INDEX_FILE = "index.json"
 FORMAT_NAME = "cmcr-index"
@@ -229,7 +229,16 @@ class Index:
     def add(self, stores: Sequence[StoreSource | str], *, index_type: str = "auto",
             memory_budget: int | None = None, target_recall: float = ann.DEFAULT_TARGET_RECALL,
             chunk_rows: int = 65536, progress: bool = True, model: Any = None) -> list[Collection]:
-        """Project each store into a new segment; ``index.json`` is rewritten after each."""
+        """Project each store into a new segment; ``index.json`` is rewritten after each. Holds an
+        exclusive lock on the index folder, so two ``add`` runs cannot interleave."""
+        with store_lock(self.path):
+            self.manifest = read_manifest(self.path)  # what another run may have added meanwhile
+            return self._add_locked(stores, index_type, memory_budget, target_recall, chunk_rows,
+                                    progress, model)
+
+    def _add_locked(self, stores: Sequence[StoreSource | str], index_type: str,
+                    memory_budget: int | None, target_recall: float, chunk_rows: int,
+                    progress: bool, model: Any) -> list[Collection]:
         model = model if model is not None else self.load_model()
         sources = [s if isinstance(s, StoreSource) else StoreSource.parse(s) for s in stores]
         opened = [(source, open_store(source.path)) for source in sources]
