@@ -15,6 +15,14 @@ from cmcr.model import ConnectedModel
 from cmcr.spaces.base import Space
 
 
+def check_space_fits(model: ConnectedModel, name: str, space: Space) -> None:
+    """Refuse a frozen space whose width is not what the model's ``name`` projector takes."""
+    expected = model.config.spaces[name].dim
+    if space.dim != expected:
+        raise ConfigError(f"space '{name}' ({space.name}) gives {space.dim}-d embeddings; the "
+                          f"model's '{name}' projector takes {expected}-d")
+
+
 class JointEmbedder:
     """A connected model plus the frozen spaces it connects: ``embed`` gives joint-space rows."""
 
@@ -25,10 +33,7 @@ class JointEmbedder:
             raise ConfigError(f"the model connects {model.space_names}; give a space for "
                               f"{missing} (e.g. --space {missing[0]}=clip:openai/clip-vit-base-patch32)")
         for name in model.space_names:
-            expected = model.config.spaces[name].dim
-            if spaces[name].dim != expected:
-                raise ConfigError(f"space '{name}' ({spaces[name].name}) gives {spaces[name].dim}-d "
-                                  f"embeddings; the model's '{name}' projector takes {expected}-d")
+            check_space_fits(model, name, spaces[name])
         if text_space is not None and text_space not in model.space_names:
             raise ConfigError(f"text space '{text_space}' is not one of {model.space_names}")
         self.model = model

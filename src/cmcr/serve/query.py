@@ -77,6 +77,7 @@ class QueryEncoder:
         self._lock = threading.Lock()
 
     def space(self, name: str) -> Any:
+        from cmcr.encoders import check_space_fits
         from cmcr.spaces import load_space
 
         if name not in self._spaces:
@@ -85,10 +86,7 @@ class QueryEncoder:
                 raise ConfigError(f"the index does not record which frozen space is behind the "
                                   f"model's '{name}' space; pass --space {name}=KIND:NAME_OR_PATH")
             space = load_space(spec, device=self.device)
-            expected = self.model.config.spaces[name].dim
-            if space.dim != expected:
-                raise ConfigError(f"space {spec} gives {space.dim}-d embeddings; the model's "
-                                  f"'{name}' projector takes {expected}-d")
+            check_space_fits(self.model, name, space)
             self._spaces[name] = space
         return self._spaces[name]
 
