@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
@@ -69,6 +69,3 @@ class StringTable:
             raise IndexError(row)
         start, stop = int(self._offsets[row]), int(self._offsets[row + 1])
         return bytes(self._data[start:stop]).decode("utf-8")
-
-    def many(self, rows: Sequence[int]) -> list[str]:
-        return [self[int(row)] for row in rows]
