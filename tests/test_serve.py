@@ -227,3 +227,14 @@ def test_serve_refuses_an_index_of_another_model(search_world, tmp_path, capsys)
     assert main(["serve", str(index_copy), "--port", "1"]) == 2
     assert "another model" in capsys.readouterr().err
     assert Path(other).is_dir()
+
+
+def test_serve_on_a_port_in_use_is_a_clear_error(search_world, capsys):
+    from cmcr.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(search_world["index"]), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

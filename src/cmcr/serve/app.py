@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import mimetypes
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -196,11 +197,23 @@ async def _http_error(request: Any, error: Any) -> JSONResponse:
     return JSONResponse({"error": detail}, status_code=error.status_code)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Fail before loading anything when the address cannot be listened on."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as err:
+        raise CmcrError(f"cannot listen on {host}:{port} ({err.strerror or err}): another "
+                        "server may be using it; choose another with --port") from None
+
+
 def serve(index: Index, host: str = "127.0.0.1", port: int = 8000,
           max_upload_bytes: int = 20_000_000) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
+    check_port_free(host, port)
     app = create_app(index, max_upload_bytes)
     index.encoder.warm_up(["text", "image", "audio"])
     print(f"cmcr: serving {index.path} ({len(index):,} rows: {', '.join(index.modalities)}) "
