@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from cmcr.cli import main
 from cmcr.embed import ERRORS_FILE, collect_inputs, embed_items, grid_batches
@@ -23,23 +22,6 @@ class Interrupt(Exception):
 @pytest.fixture(scope="module")
 def clip(tiny_clip_dir):
     return load_space(f"clip:{tiny_clip_dir}", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def image_dir(tmp_path_factory):
-    """11 images (some odd) in nested folders, two unreadable files and a non-image."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for index in range(11):
-        folder = root / ("sub" if index % 3 == 0 else "")
-        folder.mkdir(exist_ok=True)
-        mode = ["RGB", "L", "CMYK", "RGBA"][index % 4]
-        pixels = rng.integers(0, 255, (9 + index, 12, 3), dtype=np.uint8)
-        Image.fromarray(pixels).convert(mode).save(folder / f"img{index:02d}.{'png' if mode == 'RGBA' else 'jpg'}")
-    (root / "img03b.jpg").write_bytes(b"\xff\xd8 broken")
-    (root / "sub" / "zz.png").write_bytes(b"")
-    (root / "notes.md").write_text("not an image")
-    return root
 
 
 def _store_files(path):

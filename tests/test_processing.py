@@ -108,28 +108,10 @@ def test_corrupt_truncated_and_empty_audio(tmp_path, assets_dir):
 
 # -- video ---------------------------------------------------------------------------------------
 def _write_video(path, seconds=2, rate=10, audio_rate=16000):
-    av = pytest.importorskip("av", reason="PyAV not installed (pip install av)")
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("mpeg4", rate=rate)
-        video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
-        audio = container.add_stream("aac", rate=audio_rate)
-        audio.layout = "stereo"
-        for index in range(seconds * rate):
-            shade = int(255 * index / (seconds * rate - 1))
-            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), shade, np.uint8), format="rgb24")
-            for packet in video.encode(frame):
-                container.mux(packet)
-        tone = (0.3 * np.sin(np.arange(seconds * audio_rate) / 10)).astype(np.float32)
-        for start in range(0, len(tone), 1024):
-            chunk = np.stack([tone[start:start + 1024]] * 2)
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
-            frame.sample_rate = audio_rate
-            for packet in audio.encode(frame):
-                container.mux(packet)
-        for stream in (video, audio):
-            for packet in stream.encode(None):
-                container.mux(packet)
-    return path
+    pytest.importorskip("av", reason="PyAV not installed (pip install av)")
+    from eval_fixtures import write_video
+
+    return write_video(path, seconds, rate, audio_rate, channels=2)
 
 
 def test_video_frame_at_a_chosen_time_and_audio_track(tmp_path):

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from cmcr.cli import main
-from cmcr.config import ModelConfig, ProjectorConfig, SpaceSpec
 from cmcr.encoders import JointEmbedder, similarity
 from cmcr.errors import ConfigError
 from cmcr.model import ConnectedModel
@@ -16,14 +15,8 @@ from cmcr.spaces import load_space
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    projector = ProjectorConfig(hidden=32, out_dim=8, layers=2)
-    config = ModelConfig(spaces={"clap": SpaceSpec(["audio", "text"], 16),
-                                 "clip": SpaceSpec(["image", "text"], 16)},
-                         projectors={"clap": projector, "clip": projector},
-                         shared_modality="text", shared_modality_space="clip")
-    return ConnectedModel(config).save_pretrained(tmp_path_factory.mktemp("model"))
+def model_dir(tiny_joint_model_dir):
+    return tiny_joint_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -40,3 +40,42 @@ def assets_dir() -> Path:
         pytest.skip(f"the official C-MCR demo inputs are not at {ASSETS}: copy the authors' "
                     "assets/ folder there, or set CMCR_TEST_ASSETS=DIR (see README, Development)")
     return ASSETS
+
+
+@pytest.fixture(scope="session")
+def tiny_joint_model_dir(tmp_path_factory) -> Path:
+    """A connected model (random projectors) over the tiny CLIP and CLAP (16-d each)."""
+    import torch
+
+    from cmcr.config import ModelConfig, ProjectorConfig, SpaceSpec
+    from cmcr.model import ConnectedModel
+
+    torch.manual_seed(0)
+    projector = ProjectorConfig(hidden=32, out_dim=8, layers=2)
+    config = ModelConfig(spaces={"clap": SpaceSpec(["audio", "text"], 16),
+                                 "clip": SpaceSpec(["image", "text"], 16)},
+                         projectors={"clap": projector, "clip": projector},
+                         shared_modality="text", shared_modality_space="clip")
+    return ConnectedModel(config).save_pretrained(tmp_path_factory.mktemp("joint-model"))
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory) -> Path:
+    """11 images of odd sizes and modes (RGB, L, CMYK, RGBA) in nested folders, a broken JPEG
+    an empty PNG and a non-image: what cmcr embed meets in a real folder."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for index in range(11):
+        folder = root / ("sub" if index % 3 == 0 else "")
+        folder.mkdir(exist_ok=True)
+        mode = ["RGB", "L", "CMYK", "RGBA"][index % 4]
+        pixels = rng.integers(0, 255, (9 + index, 12, 3), dtype=np.uint8)
+        Image.fromarray(pixels).convert(mode).save(
+            folder / f"img{index:02d}.{'png' if mode == 'RGBA' else 'jpg'}")
+    (root / "img03b.jpg").write_bytes(b"\xff\xd8 broken")
+    (root / "sub" / "zz.png").write_bytes(b"")
+    (root / "notes.md").write_text("not an image")
+    return root

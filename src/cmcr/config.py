@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import reprlib
 import types
@@ -21,15 +22,73 @@ import yaml
 from cmcr.errors import ConfigError
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric config key accepts: ``low``/``high`` bounds, each closed or open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def allows(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        low, high = _number(self.low), _number(self.high)
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        return f"{'<' if self.high_open else '<='} {high}"
+
+
+def _number(value: float | None) -> str:
+    return str(value) if isinstance(value, (int, type(None))) else f"{value:g}"
+
+
+def ranged(default: Any, low: float | None = None, high: float | None = None, *,
+           low_open: bool = False, high_open: bool = False) -> Any:
+    """A dataclass field whose value must lie in a range (checked when the config is built)."""
+    return field(default=default, metadata={"range": Range(low, high, low_open, high_open)})
+
+
+def check_ranges(cls: type, values: Mapping[str, Any], where: str) -> None:
+    """Refuse non-finite numbers and values outside their field's declared range."""
+    prefix = f"{where}." if where else ""
+    for item in dataclasses.fields(cls):
+        value = values.get(item.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"'{prefix}{item.name}' must be a finite number, got {value}")
+        allowed = item.metadata.get("range")
+        if allowed is not None and not allowed.allows(value):
+            raise ConfigError(f"'{prefix}{item.name}' must be {allowed}, got {shown(value)}")
+
+
+class Checked:
+    """Mixin: a config built directly in Python is range-checked like one read from a file."""
+
+    section = ""
+
+    def __post_init__(self) -> None:
+        check_ranges(type(self), vars(self), self.section)
+
+
 @dataclass
-class MethodConfig:
+class MethodConfig(Checked):
     """The C-MCR objective. Each ``use_*`` switch removes one part, for ablations."""
 
-    noise_var: float = 0.004  # sigma^2 of the Gaussian noise (unconfirmed)
-    memory_temperature: float = 0.01  # tau_mem of the memory-retrieval softmax (unconfirmed)
-    memory_top_k: int | None = None  # None: full softmax over the whole memory, as in the paper
-    temperature: float = 0.01  # tau of both InfoNCE terms (unconfirmed)
-    intra_weight: float = 0.1  # lambda in inter + lambda * intra (unconfirmed)
+    section = "method"
+    noise_var: float = ranged(0.004, 0)  # sigma^2 of the Gaussian noise (unconfirmed)
+    memory_temperature: float = ranged(0.01, 0, low_open=True)  # tau_mem of the memory softmax
+    memory_top_k: int | None = ranged(None, 1)  # None: softmax over the whole memory (the paper)
+    temperature: float = ranged(0.01, 0, low_open=True)  # tau of the shared-modality InfoNCE
+    pseudo_temperature: float | None = ranged(None, 0, low_open=True)  # pseudo pair's; None: tau
+    intra_weight: float = ranged(0.1, 0)  # lambda in inter + lambda * intra, intra = 1/(2B) sum
     intra_squared: bool = True  # squared L2 distance in the intra term (unconfirmed in the paper)
     use_noise: bool = True
     use_memory: bool = True  # False: no pseudo pairs, hence no pseudo-pair and no intra term
@@ -38,16 +97,17 @@ class MethodConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     """AdamW with cosine decay, as in the paper (all values unconfirmed)."""
 
-    epochs: int = 36
-    batch_size: int = 4096
-    lr: float = 1.0e-3
-    weight_decay: float = 0.01  # torch's AdamW default
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
-    seed: int = 0
+    section = "train"
+    epochs: int = ranged(36, 1)
+    batch_size: int = ranged(4096, 2)  # InfoNCE and BatchNorm need two rows
+    lr: float = ranged(1.0e-3, 0, 1000, low_open=True)
+    weight_decay: float = ranged(0.01, 0)  # torch's AdamW default
+    warmup_steps: int = ranged(0, 0)
+    min_lr_ratio: float = ranged(0.0, 0, 1)  # cosine decays to lr * min_lr_ratio
+    seed: int = ranged(0, 0, 2**32 - 1)
     drop_last: bool = True  # drop a last partial batch (BatchNorm dislikes tiny batches)
 
 
@@ -62,17 +122,37 @@ PROJECTOR_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class ProjectorConfig:
+class ProjectorConfig(Checked):
     """An MLP of ``layers`` Linear blocks: Linear [BatchNorm] ReLU ... Linear [BatchNorm] [ReLU]."""
 
+    section = "projector"
     preset: str | None = None  # a name from PROJECTOR_PRESETS; explicit keys override it
-    hidden: int = 1024
-    out_dim: int = 512
-    layers: int = 2
+    hidden: int = ranged(1024, 1)
+    out_dim: int = ranged(512, 1)
+    layers: int = ranged(2, 1)
     batch_norm: bool = True
     final_norm: bool = True  # BatchNorm after the last Linear
     final_activation: bool = False  # ReLU after the last block
-    dropout: float = 0.0
+    dropout: float = ranged(0.0, 0, 1, high_open=True)
+
+
+RETRIEVAL_ENGINES = ("local", "ray")
+
+
+@dataclass
+class RetrievalConfig(Checked):
+    """Where memory retrieval runs: in this process ('local'), or as Ray tasks over query
+    chunks ('ray': cmcr[ray], docs/scale.md); both give the same pseudo embeddings."""
+
+    section = "retrieval"
+    engine: str = "local"
+    address: str | None = None  # 'auto', 'HOST:6379'; None: RAY_ADDRESS or a new local Ray
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.engine not in RETRIEVAL_ENGINES:
+            raise ConfigError(f"'retrieval.engine' must be one of {', '.join(RETRIEVAL_ENGINES)}, "
+                              f"got {shown(self.engine)}")
 
 
 @dataclass
@@ -93,6 +173,7 @@ class ConnectConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
     def __post_init__(self) -> None:
         if len(self.spaces) != 2:
@@ -189,6 +270,7 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
         kwargs[name] = _check_value(value, hints[name], key)
+    check_ranges(cls, kwargs, where)
     return cls(**kwargs)
 
 
@@ -263,6 +345,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start} is {err.object[err.start]:#04x}); "
+                          "save the config as UTF-8") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except (yaml.YAMLError, json.JSONDecodeError) as err:
@@ -303,11 +388,12 @@ def save_config(config: Any, path: str | Path) -> None:
 
 
 @dataclass
-class SpaceSpec:
+class SpaceSpec(Checked):
     """One frozen space as seen by a connected model."""
 
+    section = "space"
     modalities: list[str]
-    dim: int
+    dim: int = ranged(dataclasses.MISSING, 1)
 
 
 @dataclass

@@ -8,19 +8,24 @@ that cannot be read goes to ``STORE/errors.jsonl`` (index, id, path, reason); th
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from cmcr.errors import CmcrError, InputError, StoreError
-from cmcr.processing import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, read_texts)
+from cmcr.processing import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS,
+                              check_regular_file, read_texts, split_lines)
 from cmcr.spaces.base import Preprocessor, Space
 from cmcr.store import MANIFEST, StoreWriter, open_store, read_manifest, store_lock
 
@@ -61,47 +66,71 @@ class EmbedSummary:
 def collect_inputs(path: str | Path, modality: str, *, column: str | None = None,
                    id_column: str | None = None,
                    extensions: Sequence[str] | None = None) -> list[InputItem]:
-    """A directory (recursive, sorted), a .txt list of paths, one file, or (texts) a text table."""
+    """A directory (recursive, sorted), a .txt list of paths, one file, or (texts) a text table.
+    An input that holds no items is an error: an empty store is never what was meant."""
     path = Path(path).expanduser()
     if modality == "text":
-        return [InputItem(item_id, text) for item_id, text in read_texts(path, column, id_column)]
+        items = [InputItem(item_id, text) for item_id, text in read_texts(path, column, id_column)]
+        if not items:
+            raise InputError(f"{path}: holds no items (no non-empty text in it)")
+        check_unique(path, items)  # an --id-column may repeat a value
+        return items
     suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}"
                      for e in (extensions or FILE_EXTENSIONS.get(modality, ())))
     if path.is_dir():
         items = _directory_items(path, suffixes)
-    elif path.is_file() and path.suffix.lower() == ".txt":
-        items = _listed_items(path)
-    elif path.is_file():
-        items = [InputItem(path.name, str(path.resolve()))]
-    else:
+    elif not os.path.lexists(path):
         raise InputError(f"{path}: no such file or directory")
+    elif path.suffix.lower() == ".txt":
+        check_regular_file(path)  # a FIFO would block, a broken link would read as missing
+        items = _listed_items(path)
+    else:
+        check_regular_file(path)
+        items = [InputItem(path.name, item_source(path))]
     if not items:
-        raise InputError(f"{path}: no {modality} files found (extensions: {' '.join(suffixes)})")
-    _check_unique(path, items)
+        raise InputError(f"{path}: holds no items: no {modality} files found "
+                         f"(extensions: {' '.join(suffixes)})")
+    check_unique(path, items)
     return items
 
 
 def _directory_items(root: Path, suffixes: tuple[str, ...]) -> list[InputItem]:
-    files = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes]
-    relative = sorted(p.relative_to(root).as_posix() for p in files)
-    return [InputItem(rel, str((root / rel).resolve())) for rel in relative]
+    """Every non-directory under ``root`` with a wanted extension, sorted by relative path.
+    Links to directories are not followed (so no loop is walked forever); dangling links, link
+    loops, FIFOs and devices are listed, so that they fail to load and go to errors.jsonl."""
+    relative = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if Path(name).suffix.lower() in suffixes:
+                relative.append((Path(folder) / name).relative_to(root).as_posix())
+    return [InputItem(rel, item_source(root / rel)) for rel in sorted(relative)]
+
+
+def item_source(path: Path) -> str:
+    """The absolute path an item is read from, links resolved; a missing file, dangling link or
+    link loop keeps its own name, so that reading it says what is wrong with it."""
+    try:
+        return str(path.resolve(strict=True))
+    except (OSError, RuntimeError):  # RuntimeError: a link loop (Python < 3.13)
+        return os.path.join(os.path.realpath(path.parent), path.name)
 
 
 def _listed_items(listing: Path) -> list[InputItem]:
     """One path per line (relative to the list's folder); blank lines and '#' comments skipped."""
     try:
-        lines = listing.read_text(encoding="utf-8-sig").splitlines()
+        lines = split_lines(listing.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"{listing}: cannot read the file list ({err})") from None
     items = []
     for line in lines:
         entry = line.strip()
         if entry and not entry.startswith("#"):
-            items.append(InputItem(entry, str((listing.parent / Path(entry).expanduser()).resolve())))
+            items.append(InputItem(entry, item_source(listing.parent / Path(entry).expanduser())))
     return items
 
 
-def _check_unique(path: Path, items: list[InputItem]) -> None:
+def check_unique(path: Path, items: list[InputItem]) -> None:
+    """Refuse an input list that names one id twice (a store's ids must be unique)."""
     seen: set[str] = set()
     for item in items:
         if item.id in seen:
@@ -137,6 +166,11 @@ class Batch:
     indices: list[int]
     inputs: dict[str, torch.Tensor] | None
     errors: list[tuple[int, str]]
+    rows: np.ndarray | None = None  # already encoded (by cmcr.distributed's actors), else None
+
+
+# start (the first item not yet stored) -> the grid batches from the one holding it, in order
+BatchSource = Callable[[int], Iterable[Batch]]
 
 
 class Collate:
@@ -204,16 +238,35 @@ def resume_point(out: Path, items: Sequence[InputItem]) -> int:
 
 
 def read_errors(out: Path) -> list[dict[str, Any]]:
+    """The records of ``errors.jsonl``. A last line cut short (a full disk, a kill) is dropped:
+    its item was not stored either, so the resumed run tries it again."""
     path = out / ERRORS_FILE
     if not path.is_file():
         return []
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    lines = path.read_bytes().split(b"\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except ValueError:
+            if number == len(lines):  # no newline after it: an unfinished last write
+                break
+            raise StoreError(f"{path}, line {number}: not a JSON record; delete the line (or the "
+                             "file, to retry every failed item) and re-run") from None
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def error_line(record: dict[str, Any]) -> str:
+    """One errors.jsonl line. ASCII escapes keep names that are not UTF-8 (which Python holds as
+    lone surrogates) writable, and read back to the same path."""
+    return json.dumps(record) + "\n"
 
 
 def _rewrite_errors(out: Path, errors: list[dict[str, Any]]) -> None:
     tmp = out / (ERRORS_FILE + ".tmp")
-    tmp.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in errors), encoding="utf-8")
+    tmp.write_text("".join(error_line(e) for e in errors), encoding="utf-8")
     os.replace(tmp, out / ERRORS_FILE)
 
 
@@ -248,11 +301,12 @@ def embed_items(space: Space, modality: str, items: Sequence[InputItem], out: st
                 batch_size: int = 64, workers: int | None = None, shard_rows: int = 65536,
                 store_dtype: str = "float32", overwrite: bool = False, progress: bool = True,
                 on_batch: Callable[[int], None] | None = None,
-                label: str | None = None) -> EmbedSummary:
+                label: str | None = None, batches: BatchSource | None = None) -> EmbedSummary:
     """Embed ``items`` into the store ``out``, resuming an interrupted run of the same inputs
     (refused if the input list changed), holding an exclusive lock on ``out`` meanwhile.
 
     ``on_batch(k)`` is called after batch k is handed to the store (for progress hooks and tests).
+    ``batches`` replaces the local data loader (cmcr.distributed: batches encoded on Ray).
     """
     modality = space.check_modality(modality)
     if batch_size < 1:
@@ -260,13 +314,13 @@ def embed_items(space: Space, modality: str, items: Sequence[InputItem], out: st
     out = Path(out).expanduser()
     with store_lock(out):
         return _embed_locked(space, modality, items, out, batch_size, workers, shard_rows,
-                             store_dtype, overwrite, progress, on_batch, label)
+                             store_dtype, overwrite, progress, on_batch, label, batches)
 
 
 def _embed_locked(space: Space, modality: str, items: Sequence[InputItem], out: Path,
                   batch_size: int, workers: int | None, shard_rows: int, store_dtype: str,
                   overwrite: bool, progress: bool, on_batch: Callable[[int], None] | None,
-                  label: str | None) -> EmbedSummary:
+                  label: str | None, batches: BatchSource | None = None) -> EmbedSummary:
     from tqdm.auto import tqdm
 
     writer = StoreWriter(out, dim=space.dim, space=space.name, modality=modality,
@@ -279,26 +333,61 @@ def _embed_locked(space: Space, modality: str, items: Sequence[InputItem], out: 
     start = resume_point(out, items) if writer.num_rows else 0
     errors = [e for e in read_errors(out) if e["index"] < start] if start else []
     _rewrite_errors(out, errors)
-    preprocessor = space.preprocessor(modality)
-    workers = default_workers() if workers is None else workers
-    loader = make_loader(ItemDataset(items, preprocessor, modality),
-                         grid_batches(start, len(items), batch_size), Collate(preprocessor), workers,
-                         pin_memory=getattr(getattr(space, "device", None), "type", "") == "cuda")
+    loader = (batches(start) if batches is not None
+              else _local_batches(space, modality, items, start, batch_size, workers))
     began = time.perf_counter()
     bar = tqdm(total=len(items), initial=start, unit="item", disable=not progress,
                desc=label or f"embed {modality} ({space.name.rpartition('/')[2]})",
                dynamic_ncols=True)
-    with bar, open(out / ERRORS_FILE, "a", encoding="utf-8") as error_log:
+    with full_disk_stops_cleanly(out, writer), bar, \
+            open(out / ERRORS_FILE, "a", encoding="utf-8") as error_log:
         for number, batch in enumerate(loader):
             _store_batch(space, modality, batch, items, start, writer, error_log, errors)
             bar.update(sum(1 for i in batch.indices + [e for e, _ in batch.errors] if i >= start))
             bar.set_postfix(errors=len(errors))
             if on_batch is not None:
                 on_batch(number)
-    store = writer.close()
+        store = writer.close()
     summary = EmbedSummary(out, len(items), len(store), errors, start, time.perf_counter() - began)
     _write_run_file(out, space, modality, summary)
     return summary
+
+
+def _local_batches(space: Space, modality: str, items: Sequence[InputItem], start: int,
+                   batch_size: int, workers: int | None) -> Iterable[Batch]:
+    """Grid batches decoded in this machine's data-loader workers (not yet encoded)."""
+    preprocessor = space.preprocessor(modality)
+    workers = default_workers() if workers is None else workers
+    return make_loader(ItemDataset(items, preprocessor, modality),
+                       grid_batches(start, len(items), batch_size), Collate(preprocessor), workers,
+                       pin_memory=getattr(getattr(space, "device", None), "type", "") == "cuda")
+
+
+@contextlib.contextmanager
+def full_disk_stops_cleanly(out: Path, writer: StoreWriter) -> Iterator[None]:
+    """A full disk (or quota) ends the run with a message, no half-written files, and the
+    store's finished shards kept as the resume point."""
+    try:
+        yield
+    except OSError as err:
+        if not _disk_full(err, out):
+            raise
+        for leftover in out.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+        raise StoreError(f"{out}: the disk is full (writing {err.filename or 'the store'}); "
+                         f"{writer.num_rows} rows are safely stored: free some space and re-run "
+                         "the same command to resume") from None
+
+
+def _disk_full(err: OSError, out: Path) -> bool:
+    """ENOSPC/EDQUOT, or a short write without an errno (numpy reports "4096 requested and 2016
+    written") on a file system with under 1 MiB left."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return err.errno is None and shutil.disk_usage(out).free < 2**20
+    except OSError:
+        return False
 
 
 def _store_batch(space: Space, modality: str, batch: Batch, items: Sequence[InputItem], start: int,
@@ -309,11 +398,11 @@ def _store_batch(space: Space, modality: str, batch: Batch, items: Sequence[Inpu
             record = {"index": index, "id": items[index].id, "path": items[index].source,
                       "reason": reason}
             errors.append(record)
-            error_log.write(json.dumps(record, ensure_ascii=False) + "\n")
+            error_log.write(error_line(record))
     error_log.flush()
-    if batch.inputs is None:
+    if batch.inputs is None and batch.rows is None:
         return
-    rows = space.encode(modality, batch.inputs).numpy()
+    rows = batch.rows if batch.rows is not None else space.encode(modality, batch.inputs).numpy()
     keep = np.array([index >= start for index in batch.indices])
     if keep.any():
         kept = [items[i] for i, k in zip(batch.indices, keep) if k]
@@ -326,6 +415,8 @@ def row_metadata(modality: str, item: InputItem) -> dict[str, str]:
     (what a search index shows and serves)."""
     if modality == "text":
         return {"text": item.source}
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", item.source):  # a URI (cmcr embed --ray): as given
+        return {"source": item.source}
     return {"source": os.path.abspath(item.source)}
 
 

@@ -25,3 +25,7 @@ class InputError(CmcrError):
 
 class MissingDependencyError(CmcrError):
     """An optional package is needed for this feature; the message names what to pip install."""
+
+
+class TrainingError(CmcrError):
+    """Training cannot go on (e.g. the loss became NaN); nothing unfinished is saved."""

@@ -10,12 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cmcr.config import ModelConfig, ProjectorConfig, from_dict
 from cmcr.errors import CheckpointError, ConfigError
+from cmcr.weights import check_finite, read_safetensors, save_safetensors
 from cmcr.version import __version__
 
 CONFIG_NAME = "config.json"
@@ -44,11 +43,11 @@ class Projector(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Xavier-uniform weights and zero biases, as in the authors' training."""
+        """Xavier-uniform weights, as the authors' ``init_weights('xav')`` sets every parameter
+        with more than one dimension; biases keep torch's default init, as theirs do."""
         for module in self.net:
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(embeddings), dim=-1)
@@ -121,7 +120,8 @@ class ConnectedModel(nn.Module):
         config = dataclasses.asdict(self.config)
         (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         tensors = {key: value.detach().cpu().contiguous() for key, value in self.state_dict().items()}
-        save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "cmcr": __version__})
+        save_safetensors(tensors, directory / WEIGHTS_NAME,
+                         metadata={"format": "pt", "cmcr": __version__})
         return directory
 
     @classmethod
@@ -132,26 +132,41 @@ class ConnectedModel(nn.Module):
         config = load_model_config(directory / CONFIG_NAME)
         model = cls(config)
         weights_path = directory / WEIGHTS_NAME
-        try:
-            state = load_file(str(weights_path))
-        except (OSError, SafetensorError) as err:
-            raise CheckpointError(f"{weights_path}: cannot read weights: {err}") from None
-        model.load_weights(state, weights_path)
+        model.load_weights(read_safetensors(weights_path), weights_path)
         return model.to(device).eval()
 
     def load_weights(self, state: dict[str, torch.Tensor], source: Path | str) -> None:
-        """Load a state dict, naming the file and the keys that do not fit."""
-        expected = self.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise CheckpointError(f"{source}: weights do not fit the config: missing "
-                                  f"{missing[:4]}, unexpected {unexpected[:4]}")
-        for key, value in state.items():
-            if value.shape != expected[key].shape:
-                raise CheckpointError(f"{source}: '{key}' has shape {tuple(value.shape)}, "
-                                      f"the config expects {tuple(expected[key].shape)}")
+        """Load a state dict, naming the file and the keys, shapes or values that do not fit."""
+        check_state_fits(state, self.state_dict(), source)
+        check_finite(state, source)
         self.load_state_dict(state)
+
+
+def bounded(names: list[str], limit: int = 6) -> str:
+    """At most ``limit`` names for a message, and how many more there are."""
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def check_state_fits(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                     source: Path | str) -> None:
+    """Refuse missing or unexpected keys, wrong shapes and integer values for float tensors."""
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise CheckpointError(f"{source}: missing {len(missing)} key(s): {bounded(missing)}; "
+                              f"the file has {len(state)}: {bounded(sorted(state))}")
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"{source}: unexpected key(s) {bounded(unexpected)} (expected: "
+                              f"{bounded(sorted(expected))})")
+    for key in sorted(state):
+        value, template = state[key], expected[key]
+        if value.shape != template.shape:
+            raise CheckpointError(f"{source}: '{key}' has shape {tuple(value.shape)}, "
+                                  f"expected {tuple(template.shape)}")
+        if template.is_floating_point() and not value.is_floating_point():
+            raise CheckpointError(f"{source}: '{key}' holds {value.dtype} values, "
+                                  f"expected floating point")
 
 
 def load_model_config(path: Path) -> ModelConfig:

@@ -16,7 +16,8 @@ import torch
 
 from cmcr.config import ModelConfig, ProjectorConfig, SpaceSpec, from_dict
 from cmcr.errors import CheckpointError
-from cmcr.model import ConnectedModel
+from cmcr.model import ConnectedModel, bounded, check_state_fits
+from cmcr.weights import check_finite, holds_python_objects
 
 
 @dataclass(frozen=True)
@@ -26,13 +27,16 @@ class OfficialKind:
     modalities: dict[str, list[str]]
     shared_modality: str
     key_pattern: str  # regex every official key of this kind matches
+    net1_modules: int | None = None  # modules in 'net1' (the rest are 'net2'); None: one 'net'
+    dim: int = 512  # every released head takes 512-d encoder outputs (NOTES.md)
 
 
 OFFICIAL_KINDS: dict[str, OfficialKind] = {
     "clap-clip": OfficialKind(
         heads={"Head_A": "clap", "Head_B": "clip"}, preset="clap-clip",
         modalities={"clip": ["image", "text"], "clap": ["audio", "text"]},
-        shared_modality="text", key_pattern=r"^Head_[AB]\.net[12]\.\d+\.\w+$"),
+        shared_modality="text", key_pattern=r"^Head_[AB]\.net[12]\.\d+\.\w+$",
+        net1_modules=3),  # net1 = Linear, BatchNorm, ReLU
     "ulip-clip": OfficialKind(
         heads={"Head_A": "clip", "Head_B": "ulip"}, preset="ulip-clip",
         modalities={"clip": ["image", "text"], "ulip": ["image", "point_cloud"]},
@@ -47,7 +51,10 @@ def read_official_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # torch's message suggests weights_only=False: never that
+    except pickle.UnpicklingError as err:  # torch's message suggests weights_only=False: never that
+        if not holds_python_objects(err):
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (damaged, or not "
+                                  "written by torch.save)") from None
         raise CheckpointError(f"{path}: not a plain tensor checkpoint: it holds Python objects, "
                               "which cmcr does not unpickle (a checkpoint of tensors is needed; "
                               "re-save the state dict with torch.save(model.state_dict(), ...) "
@@ -64,13 +71,16 @@ def read_official_state(path: str | Path) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-def _official_to_cmcr_key(key: str, kind: OfficialKind) -> str:
-    """Head_A.net.1.weight -> projectors.clip.net.1.weight; net1.i -> net.i, net2.i -> net.(3+i)."""
-    head, block, index, name = key.split(".")
-    index = int(index)
-    if block == "net2":
-        index += 3  # net1 is Linear, BatchNorm, ReLU: three modules
-    return f"projectors.{kind.heads[head]}.net.{index}.{name}"
+def _cmcr_to_official_key(key: str, kind: OfficialKind) -> str:
+    """projectors.clip.net.1.weight -> Head_A.net.1.weight; with two blocks, net.i -> net1.i
+    for the first ``net1_modules`` modules, net2.(i - net1_modules) after them."""
+    _, space, _, index, name = key.split(".")
+    head = next(head for head, side in kind.heads.items() if side == space)
+    block, index = "net", int(index)
+    if kind.net1_modules is not None:
+        first = index < kind.net1_modules
+        block, index = ("net1", index) if first else ("net2", index - kind.net1_modules)
+    return f"{head}.{block}.{index}.{name}"
 
 
 def detect_kind(state: dict[str, torch.Tensor]) -> str | None:
@@ -89,18 +99,35 @@ def import_official(path: str | Path, kind: str) -> ConnectedModel:
     found = detect_kind(state)
     if found != kind:
         hint = f"it looks like a '{found}' checkpoint" if found else \
-            f"its keys ({', '.join(sorted(state)[:3])}, ...) match no official layout"
+            f"its keys ({bounded(sorted(state), 3)}) match no official layout"
         raise CheckpointError(f"{path}: not an official '{kind}' checkpoint: {hint}")
+    model = ConnectedModel(_model_config(kind))
+    own_state = model.state_dict()
+    cmcr_keys = {_cmcr_to_official_key(key, spec): key for key in own_state}
+    templates = {official: own_state[key] for official, key in cmcr_keys.items()}
+    _check_official_state(state, templates, spec, path)
+    model.load_weights({cmcr_keys[key]: value for key, value in state.items()}, path)
+    return model.eval()
+
+
+def _model_config(kind: str) -> ModelConfig:
+    """The config of a released checkpoint of ``kind``: its preset projectors on 512-d spaces."""
+    spec = OFFICIAL_KINDS[kind]
     projector = from_dict(ProjectorConfig, {"preset": spec.preset})
-    in_dims = {spec.heads[key.split(".")[0]]: value.shape[1] for key, value in state.items()
-               if value.ndim == 2 and key.split(".")[1:3] in (["net", "0"], ["net1", "0"])}
-    config = ModelConfig(
-        spaces={name: SpaceSpec(modalities=mods, dim=in_dims[name])
+    return ModelConfig(
+        spaces={name: SpaceSpec(modalities=mods, dim=spec.dim)
                 for name, mods in spec.modalities.items()},
         projectors={name: projector for name in spec.modalities},
         shared_modality=spec.shared_modality, shared_modality_space="clip",
         source=f"official:{kind}")
-    model = ConnectedModel(config)
-    model.load_weights({_official_to_cmcr_key(k, spec): v for k, v in state.items()}, path)
-    return model.eval()
 
+
+def _check_official_state(state: dict[str, torch.Tensor], templates: dict[str, torch.Tensor],
+                          spec: OfficialKind, path: str | Path) -> None:
+    """Refuse missing heads or keys, wrong shapes and NaN/inf, named by their official keys."""
+    for head, space in spec.heads.items():
+        if not any(key.startswith(f"{head}.") for key in state):
+            raise CheckpointError(f"{path}: head '{head}' (the {space} side) is missing; the file "
+                                  f"has {len(state)} key(s): {bounded(sorted(state))}")
+    check_state_fits(state, templates, path)
+    check_finite(state, path)

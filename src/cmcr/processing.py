@@ -8,8 +8,10 @@
   preprocessor pads or crops with its own fixed rule.
 - video: PyAV decodes the frame shown at a chosen time (default: the middle of the clip) and the
   first audio track (averaged to mono and resampled like any audio).
-- texts: .txt (one per line, empty lines skipped, id = 1-based line number), .csv / .jsonl /
-  .parquet (one column, id = 1-based row number or an id column).
+- texts: .txt (one per line, lines end only at \n, empty lines skipped, id = 1-based line
+  number), .csv / .jsonl / .parquet (one column of strings, id = 1-based row number or an id
+  column).
+- only regular files are opened: a FIFO would block forever, a dangling link reads as missing.
 
 Every failure raises :class:`cmcr.errors.InputError` naming the path and the reason.
 """
@@ -17,7 +19,11 @@ Every failure raises :class:`cmcr.errors.InputError` naming the path and the rea
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -43,33 +49,62 @@ def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
+FILE_KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+              (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+
+
+def check_regular_file(path: str | Path) -> None:
+    """Refuse anything but a regular file before it is opened: opening a FIFO blocks forever, and
+    a dangling link or a link loop would otherwise read as a plain 'not found'."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise InputError(f"{path}: dangling symbolic link (its target "
+                             f"'{os.readlink(path)}' does not exist)") from None
+        raise InputError(f"{path}: file not found") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InputError(f"{path}: symbolic link loop") from None
+        raise InputError(f"{path}: cannot read ({_reason(err)})") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in FILE_KINDS if test(mode)), "special file")
+        raise InputError(f"{path}: not a regular file ({kind})")
+
+
 # -- images --------------------------------------------------------------------------------------
 def load_image(path: str | Path, frame_time: float | None = None) -> Any:
     """An image file (or a video's frame at ``frame_time`` s, default the middle) -> RGB PIL image."""
     path = Path(path)
     if is_video(path):
         return load_video_frame(path, frame_time)
+    check_regular_file(path)  # before opening: a FIFO would block forever
     from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as image:
             image.load()  # decode now: truncated and corrupt files fail here, not later
             image = ImageOps.exif_transpose(image) or image
-            return to_rgb(image)
+            return to_rgb(image, source=path)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise InputError(f"{path}: cannot decode image ({_reason(err)})") from None
 
 
-def to_rgb(image: Any) -> Any:
-    """Any PIL mode -> RGB: alpha composited on white, CMYK/palette converted, high bit depths scaled."""
+def to_rgb(image: Any, source: str | Path = "<image>") -> Any:
+    """Any PIL mode -> RGB: alpha composited on white, CMYK/palette converted, high bit depths
+    scaled. A float image with NaN or infinite pixels is refused (``source`` names it), as such
+    audio is."""
     from PIL import Image
 
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         pixels = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(pixels).all():
+            raise InputError(f"{source}: the image holds NaN or infinite pixel values")
         scale = 257.0 if image.mode.startswith("I;16") else max(1.0, float(pixels.max()) / 255.0)
         image = Image.fromarray(np.clip(pixels / scale, 0, 255).astype(np.uint8), mode="L")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -85,6 +120,7 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     path = Path(path)
     if is_video(path):
         return load_video_audio(path, sample_rate)
+    check_regular_file(path)  # before opening: a FIFO would block forever
     import soundfile
 
     check_riff_complete(path)
@@ -144,8 +180,7 @@ def _require_av() -> Any:
 
 def _open_video(path: Path) -> Any:
     av = _require_av()
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
+    check_regular_file(path)
     try:
         return av.open(str(path))
     except (av.FFmpegError, OSError, ValueError) as err:
@@ -216,12 +251,18 @@ def load_video_audio(path: str | Path, sample_rate: int) -> np.ndarray:
 
 
 # -- texts ---------------------------------------------------------------------------------------
+Row = tuple[str, dict[str, Any]]  # where a row sits in its file ("line 3", "row 3"), its values
+JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number",
+              list: "an array", dict: "an object"}
+
+
 def read_texts(path: str | Path, column: str | None = None,
                id_column: str | None = None) -> list[tuple[str, str]]:
-    """A text file or table -> [(id, text)]; empty texts are skipped but ids stay the line/row numbers."""
+    """A text file or table -> [(id, text)]; empty texts are skipped but ids stay the line/row
+    numbers. A value that is not a string (a JSON number, null, list...) is an error naming its
+    line; a parquet null is a missing text, skipped like an empty one."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
+    check_regular_file(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = _csv_rows(path)
@@ -232,7 +273,7 @@ def read_texts(path: str | Path, column: str | None = None,
     else:
         return [(str(number), line.strip()) for number, line in enumerate(_text_lines(path), 1)
                 if line.strip()]
-    return _column_texts(path, rows, column, id_column)
+    return _column_texts(path, rows, column, id_column, null_is_empty=suffix == ".parquet")
 
 
 def _read_text(path: Path) -> str:
@@ -244,22 +285,78 @@ def _read_text(path: Path) -> str:
         raise InputError(f"{path}: cannot read ({_reason(err)})") from None
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines that end only at \n (a CRLF's \r dropped): str.splitlines would also break at
+    U+2028/U+2029, form feeds, vertical tabs, \x1c-\x1e and \x85, which belong inside a text."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def _text_lines(path: Path) -> list[str]:
-    return _read_text(path).splitlines()
+    return split_lines(_read_text(path))
 
 
-def _csv_rows(path: Path) -> list[dict[str, Any]]:
+def _csv_rows(path: Path) -> list[Row]:
+    """A CSV with a header row -> one dict per row, placed by the line it starts on. An unclosed
+    quote (which would swallow every later row) or a row whose field count differs from the
+    header's is an error naming its line; blank lines are skipped, as csv.DictReader does."""
+    lines = io.StringIO(_read_text(path), newline="").readlines()
+    reader = csv.reader(lines, strict=True)
+    records: list[tuple[int, list[str]]] = []
+    start = 1
     try:
-        return list(csv.DictReader(_read_text(path).splitlines()))
+        for fields in reader:
+            if fields:
+                records.append((start, fields))
+            start = reader.line_num + 1
     except csv.Error as err:
-        raise InputError(f"{path}: malformed CSV ({err})") from None
-
-
-def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
+        raise InputError(_csv_problem(path, lines, start, reader.line_num, err)) from None
+    if not records:
+        return []
+    header = records[0][1]
     rows = []
+    for line, fields in records[1:]:
+        if len(fields) != len(header):
+            raise InputError(f"{path}, line {line}: {len(fields)} fields, the header has "
+                             f"{len(header)} (a comma inside a text needs quotes around the text)")
+        rows.append((f"line {line}", dict(zip(header, fields))))
+    return rows
+
+
+def _csv_problem(path: Path, lines: list[str], start: int, line: int, err: csv.Error) -> str:
+    """The message for a CSV that csv's strict reader refused in the row starting at ``start``."""
+    opened = _unclosed_quote_line(lines[start - 1:], start)
+    if opened is not None:
+        return (f"{path}, line {opened}: unclosed quote: the quoted field that starts on this line "
+                "never ends, so every later row would merge into it")
+    hint = f"; the row starts on line {start}: is a quote left open there?" if line > start else ""
+    return f"{path}, line {line}: malformed CSV ({err}){hint}"
+
+
+def _unclosed_quote_line(lines: list[str], first: int) -> int | None:
+    """The line where a quoted field still open at the end of ``lines`` (``lines[0]`` is line
+    ``first``) starts, or None when every quote closes; csv's default (excel) dialect."""
+    state, opened = "start", None
+    for number, line in enumerate(lines, first):
+        for char in line:
+            if state == "quoted":
+                state = "closing" if char == '"' else "quoted"
+            elif state == "closing" and char == '"':
+                state = "quoted"  # a doubled quote inside a quoted field
+            elif state == "start" and char == '"':
+                state, opened = "quoted", number
+            else:
+                state = "start" if char in ",\r\n" else "field"
+    return opened if state == "quoted" else None
+
+
+def _jsonl_rows(path: Path) -> list[Row]:
+    rows: list[Row] = []
     for number, line in enumerate(_text_lines(path), 1):
         if not line.strip():
-            rows.append({})
+            rows.append((f"line {number}", {}))
             continue
         try:
             row = json.loads(line)
@@ -267,24 +364,42 @@ def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
             raise InputError(f"{path}, line {number}: not JSON ({err.msg})") from None
         if not isinstance(row, dict):
             raise InputError(f"{path}, line {number}: expected a JSON object per line")
-        rows.append(row)
+        rows.append((f"line {number}", row))
     return rows
 
 
-def _parquet_rows(path: Path) -> list[dict[str, Any]]:
+def _parquet_rows(path: Path) -> list[Row]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise MissingDependencyError("reading .parquet needs pyarrow: pip install pyarrow") from None
     try:
-        return pq.read_table(path).to_pylist()
+        table = pq.read_table(path).to_pylist()
     except Exception as err:  # pyarrow raises its own error types for damaged files
         raise InputError(f"{path}: cannot read parquet ({_reason(err)})") from None
+    return [(f"row {number}", row) for number, row in enumerate(table, 1)]
 
 
-def _column_texts(path: Path, rows: list[dict[str, Any]], column: str | None,
-                  id_column: str | None) -> list[tuple[str, str]]:
-    keys = list(dict.fromkeys(k for row in rows for k in row))
+def _column_texts(path: Path, rows: list[Row], column: str | None, id_column: str | None,
+                  null_is_empty: bool = False) -> list[tuple[str, str]]:
+    """Rows -> [(id, text)] from the text column; a value that is not a string is an error."""
+    if not rows:
+        return []
+    column = _text_column(path, rows, column, id_column)
+    texts = []
+    for number, (where, row) in enumerate(rows, 1):
+        text = row.get(column, "")
+        if text is None and null_is_empty:
+            continue
+        if not isinstance(text, str):
+            raise InputError(_wrong_type(path, where, column, text, "a string"))
+        if text.strip():
+            texts.append((_row_id(path, where, row, id_column, number), text.strip()))
+    return texts
+
+
+def _text_column(path: Path, rows: list[Row], column: str | None, id_column: str | None) -> str:
+    keys = list(dict.fromkeys(k for _, row in rows for k in row))
     if column is None:
         column = next((c for c in TEXT_COLUMNS if c in keys), keys[0] if len(keys) == 1 else None)
         if column is None:
@@ -292,11 +407,28 @@ def _column_texts(path: Path, rows: list[dict[str, Any]], column: str | None,
     for name in (column, id_column):
         if name is not None and name not in keys:
             raise InputError(f"{path}: no column '{name}'; columns: {keys}")
-    texts = []
-    for number, row in enumerate(rows, 1):
-        text = row.get(column)
-        if text is None or not str(text).strip():
-            continue
-        item_id = str(row[id_column]) if id_column else str(number)
-        texts.append((item_id, str(text).strip()))
-    return texts
+    return column
+
+
+def _row_id(path: Path, where: str, row: dict[str, Any], id_column: str | None,
+            number: int) -> str:
+    """The row's id: its 1-based number, or its id column's string or integer."""
+    if id_column is None:
+        return str(number)
+    if id_column not in row:
+        raise InputError(f"{path}, {where}: no '{id_column}' id")
+    value = row[id_column]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InputError(_wrong_type(path, where, id_column, value, "a string or an integer"))
+    return str(value)
+
+
+def _wrong_type(path: Path, where: str, column: str, value: Any, wanted: str) -> str:
+    """The message for a value of the wrong type, naming its JSON type and showing it briefly."""
+    kind = JSON_KINDS.get(type(value), f"a {type(value).__name__}")
+    try:
+        shown = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        shown = repr(value)
+    shown = "" if value is None else f" ({shown[:37] + '...' if len(shown) > 40 else shown})"
+    return f"{path}, {where}: the '{column}' value is {kind}{shown}, not {wanted}"

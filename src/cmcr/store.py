@@ -58,17 +58,27 @@ def _shard_name(kind: str, index: int, suffix: str) -> str:
     return f"{kind}-{index:05d}.{suffix}"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+@contextlib.contextmanager
+def _atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary name to write; it replaces ``path`` when done, and is removed when the
+    write fails (a full disk leaves no half-written file behind)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    with _atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _atomic_save_npy(path: Path, matrix: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
+    with _atomic_file(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, matrix)
-    os.replace(tmp, path)
 
 
 class EmbeddingStore:
@@ -167,7 +177,8 @@ class EmbeddingStore:
             return [str(i) for i in range(len(self))]  # plain matrices: ids are row numbers
         ids: list[str] = []
         for shard in self.info.shards:
-            ids.extend(_read_jsonl(self.path / shard["ids"]))
+            ids.extend(_read_shard_rows(self.path / shard["ids"], shard["rows"], "ids"))
+        _check_unique_ids(self.path, ids)
         return ids
 
     def metadata(self) -> list[dict[str, Any]] | None:
@@ -175,7 +186,7 @@ class EmbeddingStore:
             return None
         rows: list[dict[str, Any]] = []
         for shard in self.info.shards:
-            rows.extend(_read_jsonl(self.path / shard["meta"]))
+            rows.extend(_read_shard_rows(self.path / shard["meta"], shard["rows"], "metadata"))
         return rows
 
     # -- checks --------------------------------------------------------------------------------
@@ -211,8 +222,39 @@ def _read_jsonl(path: Path) -> list[Any]:
     try:
         with open(path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
         raise StoreError(f"{path}: cannot read store file: {err}") from None
+
+
+def _read_shard_rows(path: Path, expected: int, what: str) -> list[Any]:
+    """A shard's ids or metadata file, which must hold one line per row of its shard."""
+    rows = _read_jsonl(path)
+    kind = str if what == "ids" else dict
+    wrong = next((n for n, row in enumerate(rows, 1) if not isinstance(row, kind)), None)
+    if wrong is not None:
+        raise StoreError(f"{path}, line {wrong}: expected a JSON {'string' if kind is str else 'object'}"
+                         f", got {type(rows[wrong - 1]).__name__}")
+    if len(rows) != expected:
+        raise StoreError(f"{path}: holds {len(rows)} {what} lines, its shard has {expected} rows; "
+                         "the store is damaged: re-embed it (--overwrite)")
+    return rows
+
+
+def _check_unique_ids(path: Path, ids: list[str]) -> None:
+    if len(set(ids)) == len(ids):
+        return
+    first: dict[str, int] = {}
+    for row, item_id in enumerate(ids):
+        if item_id in first:
+            raise StoreError(f"{path}: id {shown_id(item_id)} is used by rows {first[item_id]} "
+                             f"and {row}; ids in a store must be unique")
+        first[item_id] = row
+
+
+def shown_id(item_id: Any) -> str:
+    """An id as a message shows it: quoted, bounded."""
+    text = repr(item_id)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _load_matrix(path: Path) -> np.ndarray:
@@ -347,7 +389,7 @@ class StoreWriter:
             return
         if self.path.exists() and overwrite:
             self._remove_listed_files(manifest)
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_directory(self.path)
         self._write_manifest()
 
     def _remove_listed_files(self, manifest: Path) -> None:
@@ -435,6 +477,19 @@ class StoreWriter:
             self.close()
 
 
+def make_directory(path: Path) -> None:
+    """Create a store's folder (and its parents), with errors that say what is in the way."""
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path}: is a file, not a folder; name a new or existing folder to "
+                         "hold the store")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StoreError(f"{path}: a parent of this folder is a file, not a folder") from None
+    except OSError as err:
+        raise StoreError(f"{path}: cannot create the folder ({err.strerror or err})") from None
+
+
 def _holder_alive(holder: dict[str, Any]) -> bool:
     """Whether the process recorded in a lock file still runs (True when it cannot be told)."""
     if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
@@ -454,7 +509,7 @@ def store_lock(directory: str | Path) -> Iterator[None]:
     pid and host. A lock left by a process that is gone (on this host) is taken over, with a
     message; a live one is refused, naming its holder."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    make_directory(directory)
     path = directory / LOCK_FILE
     while True:
         try:

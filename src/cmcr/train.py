@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cmcr.config import MethodConfig, TrainConfig
-from cmcr.errors import CheckpointError
+from cmcr.errors import CheckpointError, TrainingError
 from cmcr.method import add_noise, cmcr_loss
 from cmcr.model import ConnectedModel
 from cmcr.store import EmbeddingStore
@@ -116,8 +116,13 @@ def train_projectors(model: ConnectedModel, data: TrainingData, train: TrainConf
         started = time.perf_counter()
         for step in range(per_epoch):
             index = order[step * train.batch_size:(step + 1) * train.batch_size]
-            terms = _train_step(model, load_batch(index), (name_a, name_b), method, noise_generator,
-                                optimizer, scheduler)
+            try:
+                terms = _train_step(model, load_batch(index), (name_a, name_b), method,
+                                    noise_generator, optimizer, scheduler)
+            except TrainingError as err:
+                bar.close()
+                raise TrainingError(f"epoch {epoch + 1}, step {step + 1}: {err}; nothing of this "
+                                    f"epoch was saved") from None
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value
             bar.update(1)
@@ -148,11 +153,17 @@ def _train_step(model: ConnectedModel, batch: list[torch.Tensor], names: tuple[s
     pseudo_a = projected[0][1] if len(projected[0]) > 1 else None
     pseudo_b = projected[1][1] if len(projected[1]) > 1 else None
     terms = cmcr_loss(projected[0][0], projected[1][0], pseudo_a, pseudo_b, method)
+    values = terms.as_floats()
+    if not all(math.isfinite(value) for value in values.values()):
+        bad = ", ".join(f"{name} = {value}" for name, value in values.items()
+                        if not math.isfinite(value))
+        raise TrainingError(f"the loss is not finite ({bad}): the learning rate may be too high "
+                            "or a temperature too low for these embeddings")
     optimizer.zero_grad(set_to_none=True)
     terms.total.backward()
     optimizer.step()
     scheduler.step()
-    return terms.as_floats()
+    return values
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -174,8 +185,12 @@ def _save_checkpoint(out_dir: Path, settings: dict, epoch: int, model, optimizer
              "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict()}
     tmp = out_dir / (CHECKPOINT_NAME + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out_dir / CHECKPOINT_NAME)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, out_dir / CHECKPOINT_NAME)
+    except BaseException:  # a full disk leaves the previous epoch's checkpoint, no partial file
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _load_checkpoint(out_dir: Path, settings: dict, model, optimizer, scheduler) -> int:

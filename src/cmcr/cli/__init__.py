@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads for the work (default: OMP_NUM_THREADS if set, else the "
                              "cores this process may use); accepted before or after COMMAND")
+    parser.add_argument("--debug", action="store_true",
+                        help="show Python's traceback when a command fails (normally one line); "
+                             "accepted before or after COMMAND")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_GROUPS:
         importlib.import_module(module_name).register(subparsers)
@@ -68,12 +71,46 @@ def pop_threads_option(argv: list[str]) -> tuple[int | None, list[str]]:
     return threads, rest
 
 
+def pop_debug_flag(argv: list[str]) -> tuple[bool, list[str]]:
+    """``--debug`` anywhere in ``argv`` (before a ``--``) -> (True, the other arguments)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    rest = [item for item in argv[:end] if item != "--debug"] + argv[end:]
+    return len(rest) != len(argv), rest
+
+
+def report_failure(err: BaseException) -> int:
+    """One line on stderr instead of a traceback; returns the exit code."""
+    if isinstance(err, CmcrError):
+        print(f"cmcr: error: {err}", file=sys.stderr)
+        return 2
+    if isinstance(err, KeyboardInterrupt):
+        print("cmcr: interrupted; long jobs resume where they stopped when re-run "
+              "(cmcr connect: add --resume)", file=sys.stderr)
+        return 130
+    if isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"cmcr: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+    if isinstance(err, MemoryError):
+        print("cmcr: error: out of memory; try a smaller --batch-size or fewer --workers",
+              file=sys.stderr)
+        return 2
+    print(f"cmcr: internal error: {type(err).__name__}: {str(err)[:500]}\n"
+          "This is a bug in cmcr, not in your input: re-run with --debug for the traceback and "
+          "report it.", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from cmcr.threads import configure_threads
 
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 must print too
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
+    debug, rest = pop_debug_flag(list(sys.argv[1:] if argv is None else argv))
     try:
-        threads, rest = pop_threads_option(list(sys.argv[1:] if argv is None else argv))
+        threads, rest = pop_threads_option(rest)
     except CmcrError as err:
         parser.error(str(err))
     args = parser.parse_args(rest)
@@ -83,13 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         configure_threads(threads)
         return int(args.run(args) or 0)
-    except CmcrError as err:
-        print(f"cmcr: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("cmcr: interrupted; long jobs resume where they stopped when re-run "
-              "(cmcr connect: add --resume)", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as err:
+        if debug and not isinstance(err, KeyboardInterrupt):
+            raise
+        return report_failure(err)
 
 
 if __name__ == "__main__":

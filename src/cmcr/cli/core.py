@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from cmcr.cli.args import POSITIVE, SEED
+
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
 
@@ -42,6 +44,7 @@ Pseudo embeddings are retrieved once and cached (OUT/cache unless --cache-dir).
 example:
   cmcr connect connect.yaml --out runs/clip-clap --set train.epochs=10 --set train.seed=1
   cmcr connect connect.yaml --out runs/clip-clap --resume     # after an interruption
+  cmcr connect connect.yaml --out runs/clip-clap --ray        # memory retrieval on Ray
 """
 
 
@@ -60,14 +63,21 @@ def _register_connect(subparsers) -> None:
                         help="train on stores an interrupted 'cmcr embed' left unfinished "
                              "(refused by default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="memory retrieval on Ray (retrieval.engine: ray; pip install "
+                             "'cmcr[ray]'): the cluster at ADDRESS, else RAY_ADDRESS, else a new "
+                             "local Ray; same results (docs/scale.md)")
     parser.set_defaults(run=run_connect)
 
 
 def run_connect(args: argparse.Namespace) -> int:
-    from cmcr.config import load_connect_config
+    from cmcr.config import RetrievalConfig, load_connect_config
     from cmcr.connect import connect
 
     config = load_connect_config(args.config, args.overrides)
+    if args.ray is not None:
+        config.retrieval = RetrievalConfig(engine="ray",
+                                           address=args.ray or config.retrieval.address)
     connect(config, args.out, resume=args.resume, device=args.device, cache_dir=args.cache_dir,
             progress=not args.quiet, allow_incomplete=args.allow_incomplete)
     print(f"saved connected model to {args.out} (load with cmcr.ConnectedModel.from_pretrained)")
@@ -154,9 +164,9 @@ def _register_example(subparsers) -> None:
     parser = subparsers.add_parser("example", help="end-to-end run on generated embeddings",
                                    description=EXAMPLE_HELP, formatter_class=FORMATTER)
     parser.add_argument("--out", default="runs/example", help="output directory")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=SEED, default=0,
                         help="seed of the generated spaces and of training (default: 0)")
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
+    parser.add_argument("--epochs", type=POSITIVE, default=20, help="training epochs (default: 20)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a connect config key")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cmcr.cli.args import COUNT, POSITIVE, number
+
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
 
@@ -35,6 +37,7 @@ examples:
   cmcr embed --space clip:openai/clip-vit-base-patch32 --modality image --input imagenet/ --out emb/clip_image
   cmcr embed --space clap:laion/clap-htsat-fused --modality audio --input audioset/ --out emb/clap_audio
   cmcr embed --space clip:openai/clip-vit-base-patch32 --modality text --input captions.csv --column caption --out emb/clip_text
+  cmcr embed --space clip:openai/clip-vit-base-patch32 --modality image --input s3_images.parquet --out emb/clip_image --ray auto
 """
 
 
@@ -46,22 +49,33 @@ def _register_embed(subparsers) -> None:
                         help="what INPUT holds (a video gives its middle frame or its audio track)")
     parser.add_argument("--input", required=True, help="directory, file list, file, or text table")
     parser.add_argument("--out", required=True, help="output store directory")
-    parser.add_argument("--batch-size", type=int, default=64, help="items a batch (default: 64)")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--batch-size", type=POSITIVE, default=64, help="items a batch (default: 64)")
+    parser.add_argument("--workers", type=COUNT, default=None,
                         help="decoding processes (default: CPU cores - 1, at most 8; 0: none)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1")
     parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA), float32, float16, bfloat16")
     parser.add_argument("--store-dtype", default="float32", choices=["float32", "float16"],
                         help="dtype of the stored rows; float16 halves the disk (default: float32)")
-    parser.add_argument("--shard-rows", type=int, default=65536, help="rows per store shard")
+    parser.add_argument("--shard-rows", type=POSITIVE, default=65536, help="rows per store shard")
     parser.add_argument("--column", default=None, help="text column of a .csv/.jsonl/.parquet")
     parser.add_argument("--id-column", default=None, help="id column of a .csv/.jsonl/.parquet")
     parser.add_argument("--ext", action="append", default=None, metavar="EXT",
                         help="only files with this extension (repeatable), e.g. --ext jpg")
-    parser.add_argument("--frame-time", type=float, default=None,
+    parser.add_argument("--frame-time", type=number(0), default=None,
                         help="seconds into a video for its frame (default: the middle)")
     parser.add_argument("--overwrite", action="store_true", help="replace a complete store")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="decode and encode on Ray (pip install 'cmcr[ray]'; docs/scale.md): "
+                             "the cluster at ADDRESS, else RAY_ADDRESS, else a new local Ray; the "
+                             "same store, byte for byte. INPUT may then also be a .csv/.jsonl/"
+                             ".parquet file list (--column, default 'path') and list URIs (s3://)")
+    parser.add_argument("--actors", type=POSITIVE, default=None,
+                        help="with --ray: encoding actors (default: one per GPU, else one per CPU "
+                             "for 3/4 of the CPUs)")
+    parser.add_argument("--gpus-per-actor", type=number(0), default=None,
+                        help="with --ray: GPUs each actor holds, e.g. 0.5 for two a GPU "
+                             "(default: 1 when the cluster has GPUs, else 0)")
     parser.set_defaults(run=run_embed)
 
 
@@ -72,13 +86,20 @@ def run_embed(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"device": args.device, "dtype": args.dtype}
     if args.frame_time is not None:
         options["frame_time"] = args.frame_time
+    if args.ray is None and (args.actors is not None or args.gpus_per_actor is not None):
+        from cmcr.errors import ConfigError
+
+        raise ConfigError("--actors and --gpus-per-actor place Ray actors: add --ray")
     space = load_space(args.space, **options)
-    items = collect_inputs(args.input, args.modality, column=args.column, id_column=args.id_column,
-                           extensions=args.ext)
-    summary = embed_items(space, args.modality, items, args.out, batch_size=args.batch_size,
-                          workers=args.workers, shard_rows=args.shard_rows,
-                          store_dtype=args.store_dtype, overwrite=args.overwrite,
-                          progress=not args.quiet)
+    if args.ray is not None:
+        summary = _embed_on_ray(args, options)
+    else:
+        items = collect_inputs(args.input, args.modality, column=args.column,
+                               id_column=args.id_column, extensions=args.ext)
+        summary = embed_items(space, args.modality, items, args.out, batch_size=args.batch_size,
+                              workers=args.workers, shard_rows=args.shard_rows,
+                              store_dtype=args.store_dtype, overwrite=args.overwrite,
+                              progress=not args.quiet)
     resumed = f" (resumed at item {summary.resumed_at})" if summary.resumed_at else ""
     print(f"stored {summary.rows} of {summary.items} {args.modality} embeddings ({space.dim}-d, "
           f"{space.name}) in {summary.store}{resumed}; {summary.items_per_second:.1f} items/s")
@@ -89,6 +110,18 @@ def run_embed(args: argparse.Namespace) -> int:
         if len(summary.errors) > 20:
             print(f"  ... and {len(summary.errors) - 20} more")
     return 0
+
+
+def _embed_on_ray(args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    from cmcr.distributed import embed_on_ray, list_inputs
+
+    items = list_inputs(args.input, args.modality, column=args.column, id_column=args.id_column,
+                        extensions=args.ext)
+    return embed_on_ray(args.space, args.modality, items, args.out, address=args.ray or None,
+                        space_options=options, batch_size=args.batch_size, actors=args.actors,
+                        gpus_per_actor=args.gpus_per_actor, shard_rows=args.shard_rows,
+                        store_dtype=args.store_dtype, overwrite=args.overwrite,
+                        progress=not args.quiet)
 
 
 # -- similarity ----------------------------------------------------------------------------------
@@ -117,7 +150,7 @@ def _register_similarity(subparsers) -> None:
     parser.add_argument("--audio", nargs="+", default=[], help="audio (or video) files")
     parser.add_argument("--text", nargs="+", default=[], help="texts")
     parser.add_argument("--text-space", default=None, help="which of the model's spaces embeds texts")
-    parser.add_argument("--scale", type=float, default=10.0, help="the softmax's scale, as the official demo prints it (default: 10)")
+    parser.add_argument("--scale", type=number(0, low_open=True), default=10.0, help="the softmax's scale, as the official demo prints it (default: 10)")
     parser.add_argument("--device", default="auto",
                         help="where the encoders run: auto (CUDA if present), cpu, cuda:1 (default: auto)")
     parser.add_argument("--dtype", default="auto",

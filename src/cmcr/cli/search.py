@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from cmcr.cli.args import COUNT, POSITIVE, number, whole
+
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
 INDEX_HELP = """\
@@ -74,11 +76,11 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
                         help="a store to index (repeatable): PATH or path=PATH,space=,media=,name=")
     parser.add_argument("--index-type", default="auto",
                         help="auto (the rule above), exact, or a FAISS factory string")
-    parser.add_argument("--memory-budget-gb", type=float, default=None,
+    parser.add_argument("--memory-budget-gb", type=number(0, low_open=True), default=None,
                         help="RAM the index may take, for the auto rule (default: half the RAM)")
-    parser.add_argument("--target-recall", type=float, default=0.95,
+    parser.add_argument("--target-recall", type=number(0, 1, low_open=True), default=0.95,
                         help="recall@10 the approximate search is tuned to (default: 0.95)")
-    parser.add_argument("--chunk-rows", type=int, default=65536,
+    parser.add_argument("--chunk-rows", type=POSITIVE, default=65536,
                         help="rows projected at a time (default: 65536)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -164,10 +166,10 @@ def _register_search(subparsers) -> None:
     query.add_argument("--text", help="a text query")
     query.add_argument("--image", help="an image file")
     query.add_argument("--audio", help="an audio file")
-    query.add_argument("--like", type=int, metavar="ROW", help="a row of the index")
+    query.add_argument("--like", type=COUNT, metavar="ROW", help="a row of the index")
     parser.add_argument("--modality", default=None, help="only rows of this modality")
-    parser.add_argument("-k", type=int, default=10, help="results (default: 10)")
-    parser.add_argument("--offset", type=int, default=0, help="skip this many results (paging)")
+    parser.add_argument("-k", type=POSITIVE, default=10, help="results (default: 10)")
+    parser.add_argument("--offset", type=COUNT, default=0, help="skip this many results (paging)")
     parser.add_argument("--space", action="append", default=[], metavar="NAME=KIND:NAME_OR_PATH",
                         help="the frozen space behind a model space, if not the recorded one")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1")
@@ -201,8 +203,8 @@ def _register_serve(subparsers) -> None:
     parser.add_argument("index", help="index directory (or a demo's output folder)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
                         "127.0.0.1; 0.0.0.0 for other machines)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    parser.add_argument("--max-upload-mb", type=float, default=20.0,
+    parser.add_argument("--port", type=whole(0, 65535), default=8000, help="port (default: 8000)")
+    parser.add_argument("--max-upload-mb", type=number(0, low_open=True), default=20.0,
                         help="largest upload accepted (default: 20 MB)")
     parser.add_argument("--space", action="append", default=[], metavar="NAME=KIND:NAME_OR_PATH",
                         help="the frozen space behind a model space, if not the recorded one")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cmcr.cli.args import POSITIVE, SEED, WORLD_SCALE
+
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
 DEMO_HELP = """\
@@ -34,10 +36,10 @@ def register(subparsers) -> None:
     demo = subparsers.add_parser("demo", help="run C-MCR end to end in the built-in world",
                                  description=DEMO_HELP, formatter_class=FORMATTER)
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    demo.add_argument("--seed", type=int, default=0, help="world and training seed (default: 0)")
-    demo.add_argument("--scale", type=float, default=1.0,
+    demo.add_argument("--seed", type=SEED, default=0, help="world and training seed (default: 0)")
+    demo.add_argument("--scale", type=WORLD_SCALE, default=1.0,
                       help="multiply every world split's size (e.g. 0.25 for a quick run)")
-    demo.add_argument("--epochs", type=int, default=None, help="connection epochs (default: 30)")
+    demo.add_argument("--epochs", type=POSITIVE, default=None, help="connection epochs (default: 30)")
     demo.add_argument("--spaces", default=None,
                       help="directory with toy-clip/ and toy-clap/ (default: the shipped ones)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -58,9 +60,9 @@ def _register_world(subparsers) -> None:
                                   description="example:\n  cmcr world generate --out runs/world",
                                   formatter_class=FORMATTER)
     generate.add_argument("--out", required=True, help="folder to write the world into")
-    generate.add_argument("--seed", type=int, default=0,
+    generate.add_argument("--seed", type=SEED, default=0,
                           help="what the world's scenes, clips and captions are drawn from (default: 0)")
-    generate.add_argument("--scale", type=float, default=1.0,
+    generate.add_argument("--scale", type=WORLD_SCALE, default=1.0,
                           help="multiply every split's size, e.g. 0.25 for a quick world (default: 1)")
     generate.set_defaults(run=run_world_generate)
     preview = actions.add_parser("preview", help="a PNG grid of images and spectrograms",
@@ -78,7 +80,7 @@ def _register_world(subparsers) -> None:
         formatter_class=FORMATTER)
     train.add_argument("--out", required=True, help="receives toy-clip/ and toy-clap/")
     train.add_argument("--world", default=None, help="an existing world (default: OUT/world)")
-    train.add_argument("--epochs", type=int, default=25,
+    train.add_argument("--epochs", type=POSITIVE, default=25,
                        help="training epochs of each toy space (default: 25, as shipped)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=run_train_spaces)

@@ -8,6 +8,7 @@ space itself runs the model on those inputs (in the main process, on the GPU whe
 from __future__ import annotations
 
 import contextlib
+import pickle
 from abc import ABC, abstractmethod
 from enum import Enum
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from cmcr.errors import ConfigError, MissingDependencyError
+from cmcr.errors import CheckpointError, CmcrError, ConfigError, MissingDependencyError
+from cmcr.spaces import files
+from cmcr.weights import holds_python_objects
 
 
 class Modality(str, Enum):
@@ -140,14 +143,30 @@ def quiet_transformers() -> Iterator[None]:
 
 
 def load_pretrained(loader: Any, name_or_path: str, what: str, **kwargs: Any) -> Any:
-    """``loader.from_pretrained`` with a cmcr error instead of a deep traceback."""
+    """``loader.from_pretrained`` with a cmcr error instead of a deep traceback: ConfigError when
+    nothing is found, CheckpointError when what is found cannot be used."""
     try:
         with quiet_transformers():
             return loader.from_pretrained(name_or_path, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"cannot load {what} from '{name_or_path}': {first_line} (pass a local "
-                          "directory, or a hub id that is cached or reachable)") from None
+    except CmcrError:
+        raise
+    except pickle.UnpicklingError as err:  # weights_only refused it: never load it otherwise
+        fault = ("hold Python objects, which cmcr does not unpickle" if holds_python_objects(err)
+                 else "are damaged or not written by torch.save")
+        raise CheckpointError(f"{files.weights_label(name_or_path, '.bin')}: the .bin weights "
+                              f"{fault}; use a model.safetensors checkpoint") from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot load {what} from '{name_or_path}': {_first_line(err)} (pass a "
+                          "local directory, or a hub id that is cached or reachable)") from None
+    except Exception as err:  # transformers and torch raise many types for damaged checkpoints
+        raise CheckpointError(f"cannot load {what} from '{name_or_path}': "
+                              f"{type(err).__name__}: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    """The first non-empty line of an error's message (at most 300 characters)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:300]
 
 
 def features_of(output: Any, key: str) -> torch.Tensor:
@@ -197,6 +216,9 @@ class TransformersSpace(Space):
     def config(self) -> Any:
         if self._config is None:
             loader = getattr(require_transformers(), self.config_class)
+            directory = files.local_directory(self.name_or_path)
+            if directory is not None:
+                files.check_config_file(directory, [sub for _, sub in self.tower_classes.values()])
             self._config = load_pretrained(loader, self.name_or_path, f"a {self.label} config")
         return self._config
 
@@ -219,8 +241,12 @@ class TransformersSpace(Space):
             class_name, sub_config = self.tower_classes[modality]
             tower_config = getattr(self.config, sub_config)
             tower_config.projection_dim = self.config.projection_dim  # sub-configs may not say it
+            directory = files.local_directory(self.name_or_path)
+            if directory is not None:
+                files.check_weight_files(directory)
             model = load_pretrained(getattr(require_transformers(), class_name), self.name_or_path,
                                     f"the {self.label} {modality} tower", config=tower_config)
+            files.check_parameters_finite(model, self.name_or_path)
             self._towers[modality] = model.to(device=self.device, dtype=self.dtype).eval()
         return self._towers[modality]
 
