@@ -141,15 +141,34 @@ def test_total_is_inter_query_plus_inter_pseudo_plus_lambda_intra():
     terms = cmcr_loss(qa, qb, pa, pb, config)
     torch.testing.assert_close(terms.inter_query, info_nce(qa, qb, 0.1))
     torch.testing.assert_close(terms.inter_pseudo, info_nce(pa, pb, 0.1))
-    torch.testing.assert_close(terms.intra, intra_alignment(qa, pa) + intra_alignment(qb, pb))
+    torch.testing.assert_close(terms.intra,
+                               0.5 * (intra_alignment(qa, pa) + intra_alignment(qb, pb)))
     torch.testing.assert_close(terms.total,
                                terms.inter_query + terms.inter_pseudo + 0.3 * terms.intra)
+
+
+def test_intra_is_the_reports_one_over_2b_sum():
+    """L_intra = 1/(2B) sum_i (|f(t_i) - f(v_i)|^2 + |g(t_i) - g(a_i)|^2), written out."""
+    qa, qb, pa, pb = _batch(rows=4)
+    terms = cmcr_loss(qa, qb, pa, pb, MethodConfig())
+    by_hand = sum(float(((qa[i] - pa[i]) ** 2).sum() + ((qb[i] - pb[i]) ** 2).sum())
+                  for i in range(4)) / (2 * 4)
+    assert terms.intra.item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_the_pseudo_pair_has_its_own_temperature_defaulting_to_the_text_pairs():
+    qa, qb, pa, pb = _batch()
+    same = cmcr_loss(qa, qb, pa, pb, MethodConfig(temperature=0.1))
+    torch.testing.assert_close(same.inter_pseudo, info_nce(pa, pb, 0.1))
+    own = cmcr_loss(qa, qb, pa, pb, MethodConfig(temperature=0.1, pseudo_temperature=0.5))
+    torch.testing.assert_close(own.inter_pseudo, info_nce(pa, pb, 0.5))
+    torch.testing.assert_close(own.inter_query, info_nce(qa, qb, 0.1))
 
 
 def test_intra_term_follows_intra_squared():
     qa, qb, pa, pb = _batch()
     terms = cmcr_loss(qa, qb, pa, pb, MethodConfig(intra_squared=False))
-    expected = intra_alignment(qa, pa, False) + intra_alignment(qb, pb, False)
+    expected = 0.5 * (intra_alignment(qa, pa, False) + intra_alignment(qb, pb, False))
     torch.testing.assert_close(terms.intra, expected)
 
 

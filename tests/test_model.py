@@ -78,7 +78,8 @@ def test_projector_maps_rows_to_unit_rows_of_out_dim(preset, in_dim):
     torch.testing.assert_close(out.norm(dim=1), torch.ones(9))
 
 
-def test_projector_weights_are_xavier_uniform_and_biases_zero():
+def test_projector_weights_are_xavier_uniform_and_biases_torchs_default():
+    """As the authors' init_weights('xav'): Xavier on parameters with dim > 1 only."""
     torch.manual_seed(0)
     projector = Projector(512, from_dict(ProjectorConfig, {"preset": "clap-clip"}))
     for linear in (m for m in projector.net if isinstance(m, nn.Linear)):
@@ -87,7 +88,9 @@ def test_projector_weights_are_xavier_uniform_and_biases_zero():
         assert weight.abs().max() <= bound
         assert weight.abs().max() > 0.99 * bound  # fills the interval (torch's default is narrower)
         assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
-        assert torch.count_nonzero(linear.bias) == 0
+        bias_bound = 1 / math.sqrt(linear.in_features)  # nn.Linear's own bias init
+        assert linear.bias.abs().max() <= bias_bound
+        assert linear.bias.abs().max() > 0.9 * bias_bound
 
 
 # -- ConnectedModel.project ------------------------------------------------------------------------

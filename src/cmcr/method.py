@@ -65,9 +65,11 @@ def cmcr_loss(projected_query_a: torch.Tensor, projected_query_b: torch.Tensor,
     inter_pseudo = intra = zero
     if projected_pseudo_a is not None and projected_pseudo_b is not None:
         if config.use_pseudo_inter:
-            inter_pseudo = info_nce(projected_pseudo_a, projected_pseudo_b, config.temperature)
-        if config.use_intra:
-            intra = (intra_alignment(projected_query_a, projected_pseudo_a, config.intra_squared)
-                     + intra_alignment(projected_query_b, projected_pseudo_b, config.intra_squared))
+            inter_pseudo = info_nce(projected_pseudo_a, projected_pseudo_b,
+                                    config.pseudo_temperature or config.temperature)
+        if config.use_intra:  # 1/(2B) sum_i (|f(t_i) - f(v_i)|^2 + |g(t_i) - g(a_i)|^2)
+            intra = 0.5 * (intra_alignment(projected_query_a, projected_pseudo_a, config.intra_squared)
+                           + intra_alignment(projected_query_b, projected_pseudo_b,
+                                             config.intra_squared))
     total = inter_query + inter_pseudo + config.intra_weight * intra
     return LossTerms(total=total, inter_query=inter_query, inter_pseudo=inter_pseudo, intra=intra)
