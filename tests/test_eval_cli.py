@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+import eval_fixtures as fx
 import numpy as np
 import pytest
 
-import eval_fixtures as fx
 from cmcr.cli import main
 from cmcr.cli.evaluate import TASK_NAMES
 from cmcr.config import ModelConfig, ProjectorConfig, SpaceSpec
@@ -51,6 +51,7 @@ def test_retrieval_writes_json_and_reuses_the_cache(tmp_path, model_dir, space_a
     assert main(argv) == 0
     first = _results(out, "retrieval", "vggss")
     assert first["items"] == 4 and set(first["metrics"]) == {"audio->image", "image->audio", "chance"}
+    assert first["protocol"]["name"] == "ezvsl"
     assert first["metrics"]["chance"]["R@1"] == pytest.approx(25.0)
     assert "audio->image" in capsys.readouterr().out
     caches = sorted(p.name for p in (out / "cache").rglob("store.json"))
@@ -67,23 +68,89 @@ def test_retrieval_writes_json_and_reuses_the_cache(tmp_path, model_dir, space_a
 
 
 def test_localization_writes_metrics_and_a_heatmap_figure(tmp_path, model_dir, space_args):
-    root, out = fx.make_flickr(tmp_path / "flickr"), tmp_path / "out"
+    root, out = fx.make_flickr(tmp_path / "flickr", ids=fx.FLICKR_TEST), tmp_path / "out"
     assert main(["eval", "localization", "--model", str(model_dir), "--dataset", "flickr-soundnet",
                  "--root", str(root), "--out", str(out), *space_args]) == 0
-    metrics = _results(out, "localization", "flickr-soundnet")["metrics"]
+    record = _results(out, "localization", "flickr-soundnet")
+    assert record["protocol"]["name"] == "lvs" and record["items"] == 4
+    metrics = record["metrics"]
     assert set(metrics["audio->patches"]) == {"cIoU@0.5", "mean_cIoU", "AUC"}
     assert 0 <= metrics["audio->patches"]["AUC"] <= 100
     figure = out / "localization-flickr-soundnet.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_counterfactual_reports_ap_f1_and_accuracy(tmp_path, model_dir, space_args):
+def test_counterfactual_defaults_to_slavcs_localisation_aware_protocol(tmp_path, model_dir, space_args, capsys):
     root, out = fx.make_extended(tmp_path / "ext"), tmp_path / "out"
     assert main(["eval", "counterfactual", "--model", str(model_dir), "--dataset",
                  "flickr-soundnet-extended", "--root", str(root), "--out", str(out), *space_args]) == 0
+    record = _results(out, "counterfactual", "flickr-soundnet-extended")
+    assert record["protocol"]["name"] == "slavc" and "stoneMo/SLAVC" in record["protocol"]["reference"]
+    assert set(record["metrics"]) == {"audio·patches"}
+    assert set(record["metrics"]["audio·patches"]) == {"AP", "max-F1", "precision"}
+    assert record["notes"] == ["4 sounding and 3 non-sounding pairs"]
+    assert "counterfactual on flickr-soundnet-extended, protocol slavc (7 items" in capsys.readouterr().out
+
+
+def test_counterfactual_global_protocol_scores_the_pairs_cosine(tmp_path, model_dir, space_args):
+    root, out = fx.make_extended(tmp_path / "ext"), tmp_path / "out"
+    assert main(["eval", "counterfactual", "--model", str(model_dir), "--dataset",
+                 "flickr-soundnet-extended", "--root", str(root), "--out", str(out),
+                 "--protocol", "global", *space_args]) == 0
     metrics = _results(out, "counterfactual", "flickr-soundnet-extended")["metrics"]
     assert set(metrics["audio·image"]) == {"AP", "max-F1", "accuracy"}
-    assert metrics["chance"]["AP"] == pytest.approx(100 * 4 / 6)
+    assert metrics["chance"]["AP"] == pytest.approx(100 * 4 / 7)
+
+
+def test_limit_on_a_counterfactual_set_evaluates_both_classes(tmp_path, model_dir, space_args):
+    """Defect 2: --limit used to keep only sounding pairs, and AP, F1 and accuracy printed 100."""
+    root, out = fx.make_extended(tmp_path / "ext"), tmp_path / "out"
+    assert main(["eval", "counterfactual", "--model", str(model_dir), "--dataset",
+                 "flickr-soundnet-extended", "--root", str(root), "--out", str(out), "--limit", "4",
+                 "--protocol", "global", *space_args]) == 0
+    record = _results(out, "counterfactual", "flickr-soundnet-extended")
+    assert record["items"] == 4 and record["notes"][-1] == "2 sounding and 2 non-sounding pairs"
+    assert record["metrics"]["chance"]["AP"] == 50.0
+
+
+def test_a_one_class_subset_is_refused_not_scored(tmp_path, model_dir, space_args, capsys):
+    root = fx.make_extended(tmp_path / "ext")
+    assert main(["eval", "counterfactual", "--model", str(model_dir), "--dataset",
+                 "flickr-soundnet-extended", "--root", str(root), "--limit", "1", *space_args]) == 2
+    err = capsys.readouterr().err
+    assert "needs both positives and negatives; got 1 positive(s) and 0 negative(s)" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_music_solo_localisation_follows_dsol_and_skips_frames_without_a_box(tmp_path, model_dir,
+                                                                             space_args, capsys):
+    root, out = fx.make_music_solo(tmp_path / "music"), tmp_path / "out"
+    assert main(["eval", "localization", "--model", str(model_dir), "--dataset", "music-solo",
+                 "--root", str(root), "--out", str(out), *space_args]) == 0
+    record = _results(out, "localization", "music-solo")
+    assert record["protocol"]["name"] == "dsol" and record["items"] == 3
+    assert "localisation skipped 2 item(s) without a box" in record["notes"]
+    assert "note: 2 of 5 frames have no box" in capsys.readouterr().out
+
+
+def test_ave_event_protocol_decodes_the_annotated_seconds(tmp_path, model_dir, space_args):
+    pytest.importorskip("av", reason="PyAV not installed (pip install av)")
+    root, out = fx.make_ave(tmp_path / "ave", videos=True), tmp_path / "out"
+    assert main(["eval", "retrieval", "--model", str(model_dir), "--dataset", "ave", "--root", str(root),
+                 "--out", str(out), *space_args]) == 0
+    record = _results(out, "retrieval", "ave")
+    assert record["protocol"]["name"] == "event" and record["items"] == 3
+    from cmcr.store import open_store
+
+    sizes = sorted(len(open_store(p.parent)) for p in (out / "cache").rglob("store.json"))
+    assert sizes == [3, 2 + 2 + 6]  # 3 event sounds; the frames of seconds 6-7, 7-8 and 3-8
+
+
+def test_unknown_protocol_is_one_line_naming_the_choices(tmp_path, model_dir, space_args, capsys):
+    root = fx.make_esc50(tmp_path / "esc50")
+    assert main(["eval", "zero-shot", "--model", "space:clap", "--dataset", "esc50", "--root", str(root),
+                 "--protocol", "ulip", *space_args]) == 2
+    assert "has no protocol 'ulip'; known: laion-clap, all-folds (default laion-clap)" in capsys.readouterr().err
 
 
 def test_text_retrieval_with_several_captions_through_the_model(tmp_path, model_dir, space_args):
@@ -100,7 +167,8 @@ def test_zero_shot_in_a_single_frozen_space_without_projection(tmp_path, space_a
     assert main(["eval", "zero-shot", "--model", "space:clap", "--dataset", "esc50", "--root", str(root),
                  "--out", str(out), *space_args]) == 0
     record = _results(out, "zero-shot", "esc50")
-    assert record["templates"] == ["this is a sound of {}."]
+    assert record["protocol"]["name"] == "laion-clap" and record["items"] == 4  # fold 1
+    assert record["templates"] == ["This is a sound of {}"]
     assert record["metrics"]["chance"]["top1"] == pytest.approx(50.0)
     assert record["metrics"]["audio zero-shot"]["top5"] == 100.0  # 2 classes
 
@@ -119,6 +187,7 @@ def test_zero_shot_modelnet40_reads_point_clouds_from_a_store(tmp_path, tiny_cli
                  "--device", "cpu", "--quiet", "--out", str(out)]) == 0
     record = _results(out, "zero-shot", "modelnet40")
     assert record["items"] == 3 and "point_cloud zero-shot" in record["metrics"]
+    assert record["protocol"]["name"] == "ulip" and len(record["templates"]) == 64
 
 
 def test_a_task_the_dataset_lacks_is_a_clear_error(tmp_path, model_dir, space_args, capsys):

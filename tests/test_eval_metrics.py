@@ -168,3 +168,140 @@ def test_pointing_game_hand_computed():
     gt = np.zeros((2, 4, 4))
     gt[:, 0:2, 0:2] = 1.0
     assert pointing_game(heat, gt) == 50.0
+
+
+# -- protocol rules, each against a re-typed copy of its reference code -----------------------------
+def _dsol_reference(predmap, normboxes):
+    """DSOL music-exp/tools.py cal_ciou for one frame, re-typed (boxes x, y, w, h fractions)."""
+    gtmap = np.zeros((224, 224))
+    for box in normboxes:
+        box = np.array(box) * 224
+        gtmap[int(box[1]): int(box[1] + box[3]), int(box[0]): int(box[0] + box[2])] = 1
+    thres = 0.1 * np.max(predmap)
+    return np.sum((predmap > thres) * (gtmap > 0)) / (np.sum(gtmap) + np.sum((predmap > thres) * (gtmap == 0)))
+
+
+def test_dsol_ciou_agrees_with_dsols_cal_ciou_on_a_non_negative_map():
+    from cmcr.eval.metrics import dsol_ciou
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        heat = rng.uniform(0, 1, (224, 224)) ** 4
+        heat[0, 0] = 0.0  # DSOL's maps are activations with minimum 0: min-max scaling keeps them
+        normbox = [0.25, 0.125, 0.5, 0.375]  # x, y, w, h exactly representable
+        corners = [(0.25, 0.125, 0.75, 0.5)]
+        assert dsol_ciou(heat, boxes_to_map(corners)) == pytest.approx(_dsol_reference(heat, [normbox]))
+
+
+def test_dsol_ciou_cuts_strictly_above_a_tenth_of_the_maximum():
+    from cmcr.eval.metrics import dsol_ciou
+
+    heat = np.array([[0.0, 0.1], [0.5, 1.0]])  # 0.1 is not above 0.1 x 1
+    gt = np.array([[0.0, 1.0], [1.0, 1.0]])
+    assert dsol_ciou(heat, gt) == pytest.approx(2 / 3)
+
+
+def _slavc_pr(bb, ciou, conf, thr):
+    tp = fp = fn = 0
+    for b, c, s in zip(bb, ciou, conf):
+        if b == 0:
+            fp += s >= thr
+        elif s >= thr:
+            tp, fp = (tp + 1, fp) if c >= 0.5 else (tp, fp + 1)
+        else:
+            fn += 1
+    return (1.0 if tp + fp == 0 else tp / (tp + fp)), (1.0 if tp + fn == 0 else tp / (tp + fn))
+
+
+def _slavc_reference(bb, ciou, conf):
+    """SLAVC utils.py EvaluatorFull calc_ap and finalize_stats' F1 list, re-typed."""
+    precision, recall = [], []
+    for thr in np.sort(np.array(conf))[:-1][::-max(1, len(ciou) // 200)]:
+        p, r = _slavc_pr(bb, ciou, conf, thr)
+        precision.append(p)
+        recall.append(r)
+    pmax = [np.max(precision[i:]) for i in range(len(precision))]
+    ap = sum(pmax[i] * (recall[i + 1] - recall[i]) for i in range(len(pmax) - 1))
+    pr = [_slavc_pr(bb, ciou, conf, thr) for thr in sorted(conf)[::max(1, len(conf) // 10)]]
+    f1 = max(2 * r * p / (r + p) if r + p > 0 else 0.0 for p, r in pr)
+    return 100 * ap, 100 * f1, 100 * _slavc_pr(bb, ciou, conf, -1000)[0]
+
+
+def test_slavc_metrics_agree_with_slavcs_evaluator():
+    from cmcr.eval.metrics import slavc_recognition_metrics
+
+    rng = np.random.default_rng(4)
+    sounding = rng.random(450) < 0.5  # 450 pairs: AP samples every 2nd threshold, F1 every 45th
+    cious = np.where(sounding, rng.random(450), 0.0)
+    confidences = rng.random(450) + 0.3 * sounding
+    ours = slavc_recognition_metrics(sounding, cious, confidences)
+    ap, f1, precision = _slavc_reference(sounding.astype(int), cious, confidences)
+    assert (ours["AP"], ours["max-F1"], ours["precision"]) == pytest.approx((ap, f1, precision))
+
+
+def test_slavc_counts_a_confident_frame_in_the_wrong_place_as_a_false_positive():
+    from cmcr.eval.metrics import slavc_precision_recall
+
+    # found (conf >= 0.5, cIoU 0.6); misplaced (cIoU 0.2); missed (conf 0.1); a silent one detected
+    assert slavc_precision_recall([1, 1, 1, 0], [0.6, 0.2, 0.9, 0.0], [0.9, 0.8, 0.1, 0.7], 0.5) == (1 / 3, 1 / 2)
+
+
+def test_slavc_confidence_is_the_mean_of_the_top_quarter():
+    from cmcr.eval.metrics import slavc_confidence, slavc_scores
+
+    assert slavc_confidence(np.arange(10.0)) == pytest.approx((7 + 8 + 9) / 3)  # -(10) // 4 = -3
+    assert slavc_scores(np.array([-1.0, 0.0, 1.0])).tolist() == [0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("labels", [[1, 1, 1], [0, 0, 0]])
+def test_recognition_metrics_refuse_a_one_class_set(labels):
+    from cmcr.eval.metrics import (
+        UndefinedMetricError,
+        recognition_metrics,
+        slavc_recognition_metrics,
+    )
+
+    with pytest.raises(UndefinedMetricError, match="needs both positives and negatives"):
+        recognition_metrics([0.1, 0.5, 0.9], labels)
+    with pytest.raises(UndefinedMetricError):
+        average_precision([0.1, 0.5, 0.9], labels)
+    with pytest.raises(UndefinedMetricError):
+        slavc_recognition_metrics(labels, [0.5] * 3, [0.1, 0.5, 0.9])
+
+
+# -- shipped lists and protocols -------------------------------------------------------------------
+def test_shipped_imagenet_names_are_a_thousand_distinct_ones():
+    from cmcr.eval.datasets.base import check_unique_class_names
+    from cmcr.eval.shipped import imagenet_class_names, shipped
+
+    names = imagenet_class_names()
+    assert len(names) == 1000 and list(names)[0] == "n01440764"
+    check_unique_class_names(list(names.values()), "imagenet_clip.json")
+    assert (names["n02012849"], names["n03126707"]) == ("crane bird", "construction crane")
+    assert (names["n03773504"], names["n04008634"]) == ("missile", "projectile")
+    raw = shipped("imagenet_clip")["classnames"]  # CLIP's list verbatim: its two repeated names
+    assert sorted({n for n in raw if raw.count(n) > 1}) == ["missile", "sunglasses"]
+
+
+def test_template_sets_hold_their_published_templates():
+    from cmcr.eval.prompts import template_set, templates_for
+
+    assert len(template_set("modelnet40-ulip")) == 64 and template_set("modelnet40-ulip")[0] == "a point cloud model of {}."
+    assert len(template_set("imagenet-80")) == 80
+    assert set(template_set("imagenet-7")) <= set(template_set("imagenet-80"))
+    assert templates_for("esc50") == ("This is a sound of {}",)
+    assert templates_for("esc50", "all-folds") == ("this is a sound of {}.",)
+
+
+def test_every_dataset_has_protocols_and_every_protocol_a_reference():
+    from cmcr.eval.datasets import DATASET_READERS
+    from cmcr.eval.prompts import template_set
+    from cmcr.eval.protocols import PROTOCOLS
+
+    assert set(PROTOCOLS) == set(DATASET_READERS)
+    for known in PROTOCOLS.values():
+        assert len({p.name for p in known}) == len(known)
+        for protocol in known:
+            assert protocol.reference and protocol.summary
+            if protocol.templates:
+                assert template_set(protocol.templates)

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cmcr.cli.args import POSITIVE
+
 FORMATTER = argparse.RawDescriptionHelpFormatter
 # The keys of cmcr.eval.tasks.TASKS, listed here so that building the parser imports no torch.
 TASK_NAMES = ("retrieval", "localization", "counterfactual", "zero-shot", "text-retrieval")
@@ -17,9 +19,14 @@ Evaluate a connected model, or one frozen space, on a benchmark in its published
 TASK          datasets
   retrieval       ave, flickr-soundnet, vggss, music-solo     (audio <-> image, R@1/5/10, mAP)
   localization    flickr-soundnet, vggss, music-solo          (cIoU@0.5, mean cIoU, AUC)
-  counterfactual  flickr-soundnet-extended, vggss-extended    (AP, max-F1, accuracy)
+  counterfactual  flickr-soundnet-extended, vggss-extended    (AP, max-F1, precision/accuracy)
   zero-shot       esc50, imagenet, modelnet40                 (top-1, top-5)
   text-retrieval  audiocaps, clotho, coco                     (text <-> item, R@1/5/10, mAP)
+
+--protocol picks how a dataset is scored when its benchmark has more than one reference (each
+protocol follows a public file, named in docs/eval.md; the default is listed first); every
+table and JSON says which ran:
+{protocols}
 
 --model is a cmcr model directory (from 'cmcr connect' or 'cmcr import-official'), or
 space:NAME to evaluate the frozen space given as --space NAME=... without any projection
@@ -43,9 +50,18 @@ examples:
 """
 
 
-def register(subparsers) -> None:
+def protocol_help() -> str:
+    """One line per dataset: its protocols, the default first (cmcr.eval.protocols, no torch)."""
+    from cmcr.eval.protocols import PROTOCOLS
+
+    return "\n".join(f"  {name:<25} {', '.join(p.name for p in known)}"
+                     for name, known in PROTOCOLS.items())
+
+
+def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("eval", help="evaluate on the paper's benchmarks",
-                                   description=EVAL_HELP, formatter_class=FORMATTER)
+                                   description=EVAL_HELP.format(protocols=protocol_help()),
+                                   formatter_class=FORMATTER)
     parser.add_argument("task", choices=TASK_NAMES, help="what to measure")
     parser.add_argument("--model", required=True, help="model directory, or space:NAME")
     parser.add_argument("--dataset", required=True, help="benchmark name (see the table above)")
@@ -57,12 +73,16 @@ def register(subparsers) -> None:
     parser.add_argument("--text-space", default=None,
                         help="which of the model's spaces embeds texts (default: the model's choice)")
     parser.add_argument("--out", default=None, help="folder for JSON results, figures and the cache")
-    parser.add_argument("--batch-size", type=int, default=32,
+    parser.add_argument("--batch-size", type=POSITIVE, default=32,
                         help="items a batch when the frozen spaces embed the data (default: 32)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1")
     parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA), float32, ...")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="only the first N items (a quick, deterministic subset)")
+    parser.add_argument("--protocol", default=None, metavar="NAME",
+                        help="the dataset's scoring protocol (default: the dataset's default; "
+                             "names above and in docs/eval.md)")
+    parser.add_argument("--limit", type=POSITIVE, default=None,
+                        help="only N items: a deterministic subset stratified by class (or by "
+                             "sounding/non-sounding), else evenly spaced through the list")
     parser.add_argument("--patches", choices=["tokens", "values"], default="tokens",
                         help="localisation: CLIP patch tokens (default) or the last layer's value "
                              "path (MaskCLIP), which usually gives sharper heat maps")
@@ -98,16 +118,18 @@ def run_eval(args: argparse.Namespace) -> int:
     from cmcr.eval.datasets import load_dataset
     from cmcr.eval.tasks import run_task
 
-    dataset = load_dataset(args.dataset, args.root)
+    dataset = load_dataset(args.dataset, args.root, args.protocol)
     if args.limit is not None:
         dataset = dataset.subset(args.limit)
     out = Path(args.out).expanduser() if args.out else None
     cache_dir = out / "cache" if out is not None and not args.no_cache else None
     embedder = build_embedder(args, dataset.name, cache_dir)
     result = run_task(args.task, dataset, embedder)
-    print(format_table(f"{args.task} on {dataset.name} ({result.count} items"
-                       + (f", {len(dataset.skipped)} listed items absent" if dataset.skipped else "")
-                       + "; percent)", result.rows))
+    print(format_table(f"{args.task} on {dataset.name}, protocol {result.protocol} ({result.count} "
+                       "items" + (f", {len(dataset.skipped)} listed items absent" if dataset.skipped
+                                  else "") + "; percent)", result.rows))
+    for note in result.notes:
+        print(f"note: {note}")
     if out is not None:
         written = write_results(out, args, dataset, result)
         print("\n".join(f"wrote {path}" for path in written))
@@ -116,14 +138,18 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def write_results(out: Path, args: argparse.Namespace, dataset: Any, result: Any) -> list[Path]:
     """OUT/TASK-DATASET.json (and .png for localisation)."""
+    from cmcr.eval.protocols import resolve_protocol
     from cmcr.version import __version__
 
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{result.task}-{result.dataset}"
+    protocol = resolve_protocol(result.dataset, result.protocol)
     record = {"task": result.task, "dataset": result.dataset, "root": str(dataset.root),
+              "protocol": {"name": protocol.name, "reference": protocol.reference,
+                           "summary": protocol.summary},
               "model": args.model, "spaces": args.space, "text_space": args.text_space,
-              "items": result.count, "skipped": dataset.skipped, "limit": args.limit,
-              "metrics": result.rows, "cmcr_version": __version__}
+              "items": result.count, "skipped": dataset.skipped, "notes": result.notes,
+              "limit": args.limit, "metrics": result.rows, "cmcr_version": __version__}
     if "templates" in result.figure:
         record["templates"] = result.figure["templates"]
     json_path = out / f"{stem}.json"
@@ -135,7 +161,8 @@ def write_results(out: Path, args: argparse.Namespace, dataset: Any, result: Any
         figure = result.figure
         titles = [f"{i[:14]} cIoU {c:.2f}" for i, c in zip(figure["ids"], figure["cious"])]
         written.append(plot_heatmaps(figure["images"], figure["heatmaps"], figure["boxes"], titles,
-                                     out / f"{stem}.png"))
+                                     out / f"{stem}.png",
+                                     suptitle=f"{result.dataset}, protocol {result.protocol}"))
     return written
 
 

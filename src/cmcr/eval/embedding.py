@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from cmcr.encoders import JointEmbedder
 from cmcr.errors import ConfigError, StoreError
+from cmcr.eval.media import AudioSegment, VideoFrame, decode
 from cmcr.model import ConnectedModel
 from cmcr.spaces.base import Space
 from cmcr.store import open_store, write_store
@@ -28,10 +29,26 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-80:] or "space"
 
 
+def input_key(item: Any, item_id: str) -> str:
+    """What identifies an input in the cache: a path or text by value, a media part by its
+    ``cache_key`` (file and time), anything else by its id."""
+    if isinstance(item, (str, Path)):
+        return str(item)
+    return str(getattr(item, "cache_key", f"id:{item_id}"))
+
+
 def inputs_digest(inputs: Sequence[Any], ids: Sequence[str], tag: str = "") -> str:
-    """A short hash of the inputs (paths and texts by value; other objects by their ids)."""
-    keys = [str(x) if isinstance(x, (str, Path)) else f"id:{i}" for x, i in zip(inputs, ids)]
+    """A short hash of the inputs (see :func:`input_key`)."""
+    keys = [input_key(x, i) for x, i in zip(inputs, ids)]
     return hashlib.sha1("\n".join([tag, *keys]).encode("utf-8")).hexdigest()[:16]
+
+
+def decoded(space: Space, modality: str, chunk: list[Any]) -> list[Any]:
+    """The chunk with media parts (a video frame, a stretch of audio) decoded for ``space``."""
+    if not any(isinstance(item, (VideoFrame, AudioSegment)) for item in chunk):
+        return chunk
+    rate = getattr(space.preprocessor(modality), "sample_rate", None) if modality == "audio" else None
+    return [decode(item, modality, rate) for item in chunk]
 
 
 class EvalEmbedder:
@@ -126,7 +143,8 @@ class EvalEmbedder:
                                                      mode=self.patch_mode)
                     rows = rows.reshape(-1, rows.shape[-1])
                 else:
-                    rows = space.embed(modality, chunk, batch_size=self.batch_size)
+                    rows = space.embed(modality, decoded(space, modality, chunk),
+                                       batch_size=self.batch_size)
                 parts.append(rows.float().cpu().numpy())
                 bar.update(len(chunk))
         if not parts:

@@ -1,4 +1,9 @@
-"""Retrieval metrics as pure functions on similarity matrices."""
+"""Evaluation metrics as pure functions: retrieval, zero-shot, localisation, recognition.
+
+Each localisation and recognition rule names the public file it re-implements. A metric that is
+undefined on the data (one class only, one candidate only) raises :class:`UndefinedMetricError`
+rather than printing a number that means nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,24 @@ import math
 from typing import Sequence
 
 import numpy as np
+
+from cmcr.errors import CmcrError
+
+
+class UndefinedMetricError(CmcrError, ValueError):
+    """A metric asked of data on which it has no meaning (e.g. AP with no negatives)."""
+
+
+def require_both_classes(labels: Sequence[bool], what: str) -> np.ndarray:
+    """``labels`` as booleans; an error when they hold one class only (AP, F1 and accuracy of a
+    one-class set are 100 for any scores, or undefined)."""
+    labels = np.asarray(labels, dtype=bool)
+    if labels.size == 0 or labels.all() or not labels.any():
+        positives = int(labels.sum())
+        raise UndefinedMetricError(f"{what} needs both positives and negatives; got {positives} "
+                                   f"positive(s) and {labels.size - positives} negative(s) (with "
+                                   "--limit, take more items)")
+    return labels
 
 
 def ranks_of_positives(similarity: np.ndarray, positives: np.ndarray) -> np.ndarray:
@@ -29,7 +52,8 @@ def ranks_of_positives(similarity: np.ndarray, positives: np.ndarray) -> np.ndar
     return np.array(ranks, dtype=object)
 
 
-def recall_at_k(similarity: np.ndarray, positives: np.ndarray, ks=(1, 5, 10)) -> dict[str, float]:
+def recall_at_k(similarity: np.ndarray, positives: np.ndarray,
+                ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """R@k in percent: share of queries with at least one positive in their top k."""
     ranks = ranks_of_positives(similarity, positives)
     best = np.array([r.min() if len(r) else np.inf for r in ranks])
@@ -49,7 +73,7 @@ def mean_average_precision(similarity: np.ndarray, positives: np.ndarray) -> flo
 
 
 def retrieval_metrics(similarity: np.ndarray, positives: np.ndarray | None = None,
-                      ks=(1, 5, 10)) -> dict[str, float]:
+                      ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """R@k and mAP; ``positives`` defaults to the diagonal (query i matches candidate i)."""
     similarity = np.asarray(similarity)
     if positives is None:
@@ -61,7 +85,7 @@ def retrieval_metrics(similarity: np.ndarray, positives: np.ndarray | None = Non
 
 
 def chance_retrieval_metrics(num_candidates: int, positives_per_query: int = 1,
-                             ks=(1, 5, 10)) -> dict[str, float]:
+                             ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Expected R@k (hit rate) and mAP of a uniformly random ranking, in percent.
 
     With p positives among n candidates: R@k = 1 - C(n-p, k) / C(n, k), and
@@ -104,7 +128,7 @@ def class_prototypes(prompt_embeddings: np.ndarray, num_classes: int) -> np.ndar
     return means / np.linalg.norm(means, axis=1, keepdims=True)
 
 
-def topk_accuracy(scores: np.ndarray, labels: Sequence[int], ks=(1, 5)) -> dict[str, float]:
+def topk_accuracy(scores: np.ndarray, labels: Sequence[int], ks: Sequence[int] = (1, 5)) -> dict[str, float]:
     """Top-k accuracy in percent from (items, classes) scores; ties count against the label."""
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -140,21 +164,38 @@ def normalise_heatmap(heatmap: np.ndarray) -> np.ndarray:
     return (heatmap - low) / (high - low) if high > low else heatmap
 
 
+def mask_ciou(predicted: np.ndarray, gt_map: np.ndarray) -> float:
+    """cIoU of a binary prediction: sum(P*G) / (sum(G) + sum(P*[G=0])) (0 when both are empty)."""
+    predicted = np.asarray(predicted, dtype=np.float64)
+    gt_map = np.asarray(gt_map, dtype=np.float64)
+    if predicted.shape != gt_map.shape:
+        raise ValueError(f"prediction {predicted.shape} and ground truth {gt_map.shape} differ")
+    denominator = gt_map.sum() + (predicted * (gt_map == 0)).sum()
+    return float((predicted * gt_map).sum() / denominator) if denominator > 0 else 0.0
+
+
 def consensus_iou(heatmap: np.ndarray, gt_map: np.ndarray, threshold: float | None = None) -> float:
     """cIoU of one heat map (EZ-VSL's ``cal_CIOU``): sum(P*G) / (sum(G) + sum(P*[G=0])).
 
-    P is the heat map (min-max normalised) binarised at ``threshold``; the default is the map's
-    median, ``sorted(values)[n // 2]``, so the top half of the pixels is predicted (EZ-VSL test.py).
+    P is the heat map (min-max normalised) binarised at ``threshold`` (``>=``); the default is the
+    map's median, ``sorted(values)[n // 2]``, so the top half of the pixels is predicted (EZ-VSL
+    test.py).
     """
     heatmap = normalise_heatmap(heatmap)
-    gt_map = np.asarray(gt_map, dtype=np.float64)
-    if heatmap.shape != gt_map.shape:
-        raise ValueError(f"heat map {heatmap.shape} and ground truth {gt_map.shape} differ")
     if threshold is None:
         threshold = float(np.sort(heatmap.ravel())[heatmap.size // 2])
-    predicted = (heatmap >= threshold).astype(np.float64)
-    denominator = gt_map.sum() + (predicted * (gt_map == 0)).sum()
-    return float((predicted * gt_map).sum() / denominator) if denominator > 0 else 0.0
+    return mask_ciou(heatmap >= threshold, gt_map)
+
+
+def dsol_ciou(heatmap: np.ndarray, gt_map: np.ndarray, fraction: float = 0.1) -> float:
+    """cIoU as DSOL's ``cal_ciou`` (music-exp/tools.py): the map is predicted where it exceeds
+    ``fraction`` x its maximum (``>``), the ground truth is where ``gt_map > 0``.
+
+    DSOL's maps are non-negative activations; a cosine map is not, so it is min-max scaled to
+    [0, 1] first (on a map whose minimum is 0 the two agree).
+    """
+    heatmap = normalise_heatmap(heatmap)
+    return mask_ciou(heatmap > fraction * heatmap.max(), np.asarray(gt_map) > 0)
 
 
 def pointing_game(heatmaps: np.ndarray, gt_maps: np.ndarray) -> float:
@@ -184,13 +225,12 @@ def localization_metrics(cious: Sequence[float]) -> dict[str, float]:
             "mean_cIoU": float(100.0 * values.mean()), "AUC": 100.0 * auc}
 
 
-# -- counterfactual recognition (does this sound belong to this image?) ------------------------------
+# -- counterfactual recognition, global protocol: the pair's own score ------------------------------
 def average_precision(scores: Sequence[float], labels: Sequence[bool]) -> float:
-    """AP in percent of a binary decision ranked by score (ties broken against the positives)."""
+    """AP in percent of a binary decision ranked by score, every score a threshold (ties broken
+    against the positives); refused on one class."""
     scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels, dtype=bool)
-    if not labels.any():
-        return float("nan")
+    labels = require_both_classes(labels, "average precision")
     order = np.lexsort((labels, -scores))  # by score, negatives first among ties
     hits = labels[order]
     precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
@@ -198,9 +238,9 @@ def average_precision(scores: Sequence[float], labels: Sequence[bool]) -> float:
 
 
 def max_f1(scores: Sequence[float], labels: Sequence[bool]) -> float:
-    """The best F1 (percent) over all thresholds ``score >= t``."""
+    """The best F1 (percent) over every threshold ``score >= t``; refused on one class."""
     scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels, dtype=bool)
+    labels = require_both_classes(labels, "max-F1")
     best = 0.0
     for threshold in np.unique(scores):
         predicted = scores >= threshold
@@ -255,6 +295,75 @@ def cross_fitted_accuracy(scores: Sequence[float], labels: Sequence[bool]) -> fl
 
 
 def recognition_metrics(scores: Sequence[float], labels: Sequence[bool]) -> dict[str, float]:
-    """AP, max-F1 (SLAVC's metrics) and cross-fitted accuracy, in percent."""
+    """The ``global`` protocol: AP and max-F1 over every threshold of the pair scores, and
+    cross-fitted accuracy, in percent; refused on one class."""
+    require_both_classes(labels, "counterfactual recognition")
     return {"AP": average_precision(scores, labels), "max-F1": max_f1(scores, labels),
             "accuracy": cross_fitted_accuracy(scores, labels)}
+
+
+# -- counterfactual recognition, SLAVC protocol: found only where localised --------------------------
+def slavc_scores(cosine_map: np.ndarray) -> np.ndarray:
+    """SLAVC's score map: the similarity min-max scaled over its fixed range (logits cos / tau over
+    [-1/tau, 1/tau] in test.py), i.e. (cos + 1) / 2."""
+    return (np.asarray(cosine_map, dtype=np.float64) + 1.0) / 2.0
+
+
+def slavc_confidence(scores: np.ndarray) -> float:
+    """SLAVC's detection confidence: the mean of the top quarter of the score map
+    (``np.sort(scores.flatten())[-n//4:].mean()``, test.py)."""
+    flat = np.sort(np.asarray(scores, dtype=np.float64).ravel())
+    return float(flat[(-flat.size) // 4:].mean())
+
+
+def slavc_precision_recall(sounding: Sequence[bool], cious: Sequence[float],
+                           confidences: Sequence[float], threshold: float,
+                           ciou_threshold: float = 0.5) -> tuple[float, float]:
+    """SLAVC's ``calc_precision_recall``: a detection (confidence >= threshold) is a true positive
+    only on a sounding frame with cIoU >= ``ciou_threshold``; precision and recall are 1 when
+    their denominators are empty."""
+    true_pos = false_pos = false_neg = 0
+    for is_sounding, ciou, confidence in zip(sounding, cious, confidences):
+        detected = confidence >= threshold
+        if not is_sounding:
+            false_pos += int(detected)
+        elif not detected:
+            false_neg += 1
+        elif ciou >= ciou_threshold:
+            true_pos += 1
+        else:
+            false_pos += 1
+    precision = 1.0 if true_pos + false_pos == 0 else true_pos / (true_pos + false_pos)
+    recall = 1.0 if true_pos + false_neg == 0 else true_pos / (true_pos + false_neg)
+    return precision, recall
+
+
+def slavc_average_precision(sounding: Sequence[bool], cious: Sequence[float],
+                            confidences: Sequence[float]) -> float:
+    """SLAVC's ``calc_ap`` in percent: thresholds every ``max(1, n // 200)``-th confidence from the
+    second highest down, precision made monotone, summed over the recall steps."""
+    thresholds = np.sort(np.asarray(confidences, dtype=np.float64))[:-1][::-max(1, len(cious) // 200)]
+    curve = [slavc_precision_recall(sounding, cious, confidences, t) for t in thresholds]
+    precision = [p for p, _ in curve]
+    recall = [r for _, r in curve]
+    envelope = [max(precision[i:]) for i in range(len(precision))]
+    return float(100.0 * sum(envelope[i] * (recall[i + 1] - recall[i]) for i in range(len(envelope) - 1)))
+
+
+def slavc_max_f1(sounding: Sequence[bool], cious: Sequence[float],
+                 confidences: Sequence[float]) -> float:
+    """SLAVC's max-F1 in percent: the best F1 over every ``max(1, n // 10)``-th confidence, from
+    the lowest up (``finalize_stats``)."""
+    thresholds = sorted(confidences)[::max(1, len(cious) // 10)]
+    scores = [slavc_precision_recall(sounding, cious, confidences, t) for t in thresholds]
+    return float(100.0 * max(2 * r * p / (r + p) if r + p > 0 else 0.0 for p, r in scores))
+
+
+def slavc_recognition_metrics(sounding: Sequence[bool], cious: Sequence[float],
+                              confidences: Sequence[float]) -> dict[str, float]:
+    """The ``slavc`` protocol's AP, max-F1 and precision (every frame detected), in percent, as
+    the SLAVC README reports them; refused on one class."""
+    sounding = require_both_classes(sounding, "SLAVC's counterfactual metrics")
+    precision, _ = slavc_precision_recall(sounding, cious, confidences, -np.inf)
+    return {"AP": slavc_average_precision(sounding, cious, confidences),
+            "max-F1": slavc_max_f1(sounding, cious, confidences), "precision": 100.0 * precision}

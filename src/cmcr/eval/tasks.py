@@ -1,50 +1,39 @@
-"""Evaluation protocols: a dataset and an embedder in, metric rows out (docs/eval.md says why).
+"""Evaluation tasks: a dataset, an embedder and a named protocol in, metric rows out.
 
-Every choice is fixed: the frame and audio crop are the spaces' own deterministic rules, prompt
-templates come from :mod:`cmcr.eval.prompts`, captions are handled the customary way, and the
-counterfactual threshold is cross-fitted on fixed folds. Nothing here is random.
+Every choice is fixed and documented in docs/eval.md: the frame and audio crop are the spaces'
+own deterministic rules, prompt templates come from :mod:`cmcr.eval.prompts` by protocol,
+captions are handled the customary way, heat-map tasks live in :mod:`cmcr.eval.localization`.
+Nothing here is random.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from cmcr.errors import ConfigError
 from cmcr.eval import metrics
-from cmcr.eval.datasets.base import EvalDataset
-from cmcr.eval.prompts import class_prompts, templates_for
+from cmcr.eval.datasets.base import EvalDataset, check_unique_class_names
+from cmcr.eval.localization import (
+    heatmaps,
+    localization,
+    slavc_counterfactual,
+    square_image,
+)
+from cmcr.eval.prompts import class_prompts, template_set
+from cmcr.eval.protocols import Protocol, resolve_protocol
+from cmcr.eval.results import Embedder, TaskResult, embed_items, require_items
 
-HEATMAP_SIZE = 224  # heat maps and ground-truth maps are compared on a 224 x 224 grid (EZ-VSL)
-FIGURE_ITEMS = 8  # heat maps kept for the figure
-
-
-class Embedder(Protocol):
-    def embed(self, modality: str, inputs: Sequence[Any], ids: Sequence[str]) -> np.ndarray: ...
-
-    def embed_patches(self, images: Sequence[Any], ids: Sequence[str]) -> np.ndarray: ...
-
-
-@dataclass
-class TaskResult:
-    """Metric rows (row name -> metric -> value, in percent) and what a figure needs."""
-
-    task: str
-    dataset: str
-    count: int
-    rows: dict[str, dict[str, float]]
-    figure: dict[str, Any] = field(default_factory=dict)
+__all__ = ["TASKS", "Embedder", "TaskResult", "heatmaps", "run_task", "square_image"]
 
 
 # -- audio <-> image retrieval ---------------------------------------------------------------------
-def audio_image_retrieval(dataset: EvalDataset, embedder: Embedder) -> TaskResult:
+def audio_image_retrieval(dataset: EvalDataset, embedder: Embedder, protocol: Protocol) -> TaskResult:
     """Each item's sound retrieves its image among all images, and the reverse (R@1/5/10, mAP)."""
-    audio = embedder.embed("audio", dataset.inputs["audio"], dataset.ids)
-    image = embedder.embed("image", dataset.inputs["image"], dataset.ids)
+    require_items(len(dataset), 2, "retrieval")
+    audio = embed_items(embedder, "audio", dataset.inputs["audio"], dataset.ids)
+    image = embed_items(embedder, "image", dataset.inputs["image"], dataset.ids)
     similarity = audio @ image.T
     rows = {"audio->image": metrics.retrieval_metrics(similarity),
             "image->audio": metrics.retrieval_metrics(similarity.T),
@@ -59,10 +48,11 @@ def captioned_modality(dataset: EvalDataset) -> str:
     return next(iter(dataset.inputs))
 
 
-def text_retrieval(dataset: EvalDataset, embedder: Embedder) -> TaskResult:
+def text_retrieval(dataset: EvalDataset, embedder: Embedder, protocol: Protocol) -> TaskResult:
     """text -> item: every caption a query, its item the positive; item -> text: an item's
     positives are all its captions (R@k is a hit rate: at least one in the top k)."""
     modality = captioned_modality(dataset)
+    require_items(len(dataset), 2, "text retrieval")
     items = embedder.embed(modality, dataset.inputs[modality], dataset.ids)
     texts, item_of_caption, text_ids = [], [], []
     for index, (item_id, captions) in enumerate(zip(dataset.ids, dataset.captions or [])):
@@ -82,13 +72,14 @@ def text_retrieval(dataset: EvalDataset, embedder: Embedder) -> TaskResult:
 
 
 # -- zero-shot classification -------------------------------------------------------------------------
-def zero_shot(dataset: EvalDataset, embedder: Embedder) -> TaskResult:
+def zero_shot(dataset: EvalDataset, embedder: Embedder, protocol: Protocol) -> TaskResult:
     """Each item's class is the prompt-ensembled class text closest to it (top-1 / top-5)."""
     if dataset.labels is None or not dataset.class_names:
         raise ConfigError(f"dataset '{dataset.name}' has no labels for zero-shot classification")
+    check_unique_class_names(dataset.class_names, f"dataset '{dataset.name}'")
     modality = next(m for m in dataset.inputs)
-    items = embedder.embed(modality, dataset.inputs[modality], dataset.ids)
-    templates = templates_for(dataset.name)
+    items = embed_items(embedder, modality, dataset.inputs[modality], dataset.ids)
+    templates = template_set(protocol.templates or "default")
     prompts = class_prompts(dataset.class_names, templates)
     prompt_rows = embedder.embed("text", prompts, [f"prompt#{i}" for i in range(len(prompts))])
     prototypes = metrics.class_prototypes(prompt_rows, len(dataset.class_names))
@@ -99,68 +90,35 @@ def zero_shot(dataset: EvalDataset, embedder: Embedder) -> TaskResult:
                       figure={"templates": list(templates)})
 
 
-# -- sound-source localisation -----------------------------------------------------------------------
-def square_image(path: Any, size: int = HEATMAP_SIZE) -> Any:
-    """The whole image resized to a square (no crop), so patches cover what the boxes cover."""
-    from PIL import Image
-
-    from cmcr.processing import load_image
-
-    return load_image(path).resize((size, size), Image.BICUBIC)
-
-
-def heatmaps(patches: np.ndarray, audio: np.ndarray, size: int = HEATMAP_SIZE) -> np.ndarray:
-    """(n, P, d) patch rows and (n, d) audio rows -> (n, size, size) cosine heat maps.
-
-    The P = g*g patch similarities are upsampled bilinearly (align_corners=True, as EZ-VSL).
-    """
-    similarity = np.einsum("npd,nd->np", patches, audio)
-    grid = int(round(np.sqrt(similarity.shape[1])))
-    if grid * grid != similarity.shape[1]:
-        raise ConfigError(f"{similarity.shape[1]} patch tokens do not form a square grid")
-    maps = torch.from_numpy(similarity.reshape(-1, 1, grid, grid).astype(np.float32))
-    return F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=True)[:, 0].numpy()
-
-
-def localization(dataset: EvalDataset, embedder: Embedder) -> TaskResult:
-    """cIoU@0.5, mean cIoU and AUC of audio-to-patch heat maps against the boxes (EZ-VSL)."""
-    if dataset.boxes is None:
-        raise ConfigError(f"dataset '{dataset.name}' has no boxes for localisation")
-    audio = embedder.embed("audio", dataset.inputs["audio"], dataset.ids)
-    images = [square_image(path) for path in dataset.inputs["image"]]
-    patches = embedder.embed_patches(images, [f"{i}@square{HEATMAP_SIZE}" for i in dataset.ids])
-    maps = heatmaps(patches, audio)
-    size = (HEATMAP_SIZE, HEATMAP_SIZE)
-    cious = [metrics.consensus_iou(heat, metrics.boxes_to_map(boxes, size, dataset.box_consensus))
-             for heat, boxes in zip(maps, dataset.boxes)]
-    centre = np.fromfunction(lambda y, x: -((y - 111.5) ** 2 + (x - 111.5) ** 2), size)
-    centre_cious = [metrics.consensus_iou(centre, metrics.boxes_to_map(b, size, dataset.box_consensus))
-                    for b in dataset.boxes]
-    rows = {"audio->patches": metrics.localization_metrics(cious),
-            "centre prior": metrics.localization_metrics(centre_cious)}
-    shown = slice(0, FIGURE_ITEMS)
-    figure = {"images": images[shown], "heatmaps": maps[shown], "boxes": dataset.boxes[shown],
-              "ids": dataset.ids[shown], "cious": cious[shown]}
-    return TaskResult("localization", dataset.name, len(dataset), rows, figure)
-
-
 # -- counterfactual recognition -------------------------------------------------------------------------
-def counterfactual(dataset: EvalDataset, embedder: Embedder) -> TaskResult:
-    """Does this sound belong to this image? Score = cosine of the pair; AP, max-F1 and
-    accuracy with a threshold cross-fitted on fixed folds (never chosen on the pairs judged)."""
+def counterfactual(dataset: EvalDataset, embedder: Embedder, protocol: Protocol) -> TaskResult:
+    """Does this sound belong to this image? ``slavc``: found only where it is also localised
+    (SLAVC's AP, max-F1, precision); ``global``: the pair's cosine, AP and max-F1 over every
+    threshold and accuracy with a threshold cross-fitted on fixed folds."""
     if dataset.matched is None:
         raise ConfigError(f"dataset '{dataset.name}' has no matched/unmatched pairs")
+    metrics.require_both_classes(dataset.matched, "counterfactual recognition")
+    if protocol.recognition == "slavc":
+        rows = slavc_counterfactual(dataset, embedder)
+    else:
+        rows = global_counterfactual(dataset, embedder)
+    sounding = int(np.sum(dataset.matched))
+    return TaskResult("counterfactual", dataset.name, len(dataset), rows,
+                      notes=[f"{sounding} sounding and {len(dataset) - sounding} non-sounding pairs"])
+
+
+def global_counterfactual(dataset: EvalDataset, embedder: Embedder) -> dict[str, dict[str, float]]:
+    """The ``global`` rows: the pairs' cosine scores, and what a random score would get."""
     audio = embedder.embed("audio", dataset.inputs["audio"], [f"{i}:audio" for i in dataset.ids])
     image = embedder.embed("image", dataset.inputs["image"], [f"{i}:image" for i in dataset.ids])
     scores = np.sum(audio * image, axis=1)
-    positive_rate = 100.0 * float(np.mean(dataset.matched))
-    rows = {"audio·image": metrics.recognition_metrics(scores, dataset.matched),
+    positive_rate = 100.0 * float(np.mean(dataset.matched or []))
+    return {"audio·image": metrics.recognition_metrics(scores, dataset.matched or []),
             "chance": {"AP": positive_rate, "max-F1": 200 * positive_rate / (100 + positive_rate),
                        "accuracy": max(positive_rate, 100 - positive_rate)}}
-    return TaskResult("counterfactual", dataset.name, len(dataset), rows)
 
 
-TASKS: dict[str, Callable[[EvalDataset, Embedder], TaskResult]] = {
+TASKS: dict[str, Callable[[EvalDataset, Embedder, Protocol], TaskResult]] = {
     "retrieval": audio_image_retrieval,
     "localization": localization,
     "counterfactual": counterfactual,
@@ -170,9 +128,14 @@ TASKS: dict[str, Callable[[EvalDataset, Embedder], TaskResult]] = {
 
 
 def run_task(task: str, dataset: EvalDataset, embedder: Embedder) -> TaskResult:
-    """Run ``task`` on ``dataset``; an error names the tasks the dataset supports."""
+    """Run ``task`` on ``dataset`` under the protocol it was read with; an error names the tasks
+    the dataset supports. The result carries the protocol and every note on left-out items."""
     if task not in TASKS:
         raise ConfigError(f"unknown task '{task}'; known: {', '.join(TASKS)}")
     if task not in dataset.tasks:
         raise ConfigError(f"dataset '{dataset.name}' supports {', '.join(dataset.tasks)}, not '{task}'")
-    return TASKS[task](dataset, embedder)
+    protocol = resolve_protocol(dataset.name, dataset.protocol)
+    result = TASKS[task](dataset, embedder, protocol)
+    result.protocol = protocol.name
+    result.notes = [*dataset.notes, *result.notes]
+    return result

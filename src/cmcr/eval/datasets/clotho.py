@@ -19,7 +19,7 @@ from cmcr.eval.datasets.base import EvalDataset, read_csv, require_dir
 CAPTION_COLUMNS = tuple(f"caption_{k}" for k in range(1, 6))
 
 
-def read_clotho(root: Path) -> EvalDataset:
+def read_clotho(root: Path, protocol: str = "standard") -> EvalDataset:
     audio_dir = require_dir(root / "evaluation", "Clotho's evaluation clips (evaluation/*.wav, "
                             "from clotho_audio_evaluation.7z)")
     rows = read_csv(root / "clotho_captions_evaluation.csv", ("file_name", *CAPTION_COLUMNS),
@@ -31,4 +31,5 @@ def read_clotho(root: Path) -> EvalDataset:
                          "in clotho_captions_evaluation.csv are missing)")
     captions = [[row[c].strip() for c in CAPTION_COLUMNS if row[c].strip()] for row in rows]
     return EvalDataset(name="clotho", root=root, ids=[Path(r["file_name"]).stem for r in rows],
-                       inputs={"audio": paths}, tasks=("text-retrieval",), captions=captions)
+                       inputs={"audio": paths}, protocol=protocol, tasks=("text-retrieval",),
+                       captions=captions)

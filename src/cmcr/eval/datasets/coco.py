@@ -22,7 +22,7 @@ from cmcr.eval.datasets.base import EvalDataset, read_json
 SPLIT_FORMAT = 'Karpathy\'s {"images": [{"filepath", "filename", "split", "sentences": [{"raw"}]}]}'
 
 
-def read_coco(root: Path, split: str = "test") -> EvalDataset:
+def read_coco(root: Path, protocol: str = "standard", split: str = "test") -> EvalDataset:
     path = root / "dataset_coco.json"
     data = read_json(path, SPLIT_FORMAT)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
@@ -44,4 +44,4 @@ def read_coco(root: Path, split: str = "test") -> EvalDataset:
                          f"{split} images missing; unzip val2014.zip into {root})")
     ids = [str(entry.get("cocoid", Path(entry["filename"]).stem)) for entry in images]
     return EvalDataset(name="coco", root=root, ids=ids, inputs={"image": paths},
-                       tasks=("text-retrieval",), captions=captions)
+                       protocol=protocol, tasks=("text-retrieval",), captions=captions)

@@ -10,8 +10,11 @@ Layout: the Kaggle "ImageNet Object Localization Challenge" release (confirmed):
 or, instead of the CSV, the class-folder form many scripts produce: ``ROOT/val/<wnid>/*.JPEG``.
 The official devkit's meta.mat form is not read (it needs scipy); convert it to either form.
 
-Class names are the first synonym of each synset ("tench"), unless ``ROOT/classnames.txt``
-(1,000 lines in synset order, e.g. the curated names CLIP's authors published) is present.
+Class names are CLIP's curated names (openai/CLIP ``Prompt_Engineering_for_ImageNet.ipynb``,
+shipped in ``cmcr/eval/data/imagenet_clip.json`` and looked up by synset id), unless
+``ROOT/classnames.txt`` (one name a line, in the mapping's synset order) is present. The first
+synonyms of ``LOC_synset_mapping.txt`` are never used: "crane" and "maillot" name two synsets
+each. Names that read alike are refused (identical prototypes: those images could never be right).
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from cmcr.errors import InputError
-from cmcr.eval.datasets.base import EvalDataset, read_csv, read_text, require_dir, require_file
+from cmcr.eval.datasets.base import (
+    EvalDataset,
+    check_unique_class_names,
+    read_csv,
+    read_text,
+    require_dir,
+    require_file,
+)
+from cmcr.eval.shipped import imagenet_class_names
 
 SOLUTION = "LOC_val_solution.csv"
 MAPPING = "LOC_synset_mapping.txt"
@@ -30,13 +41,19 @@ def read_synsets(root: Path) -> tuple[list[str], list[str]]:
     path = require_file(root / MAPPING, 'lines "<wnid> <name>, <synonym>, ..."')
     lines = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     wnids = [line.split(" ", 1)[0] for line in lines]
-    names = [line.split(" ", 1)[1].split(",")[0].strip() if " " in line else line for line in lines]
     custom = root / "classnames.txt"
     if custom.is_file():
         names = [line.strip() for line in read_text(custom).splitlines() if line.strip()]
         if len(names) != len(wnids):
             raise InputError(f"{custom}: {len(names)} names for {len(wnids)} synsets in {path}")
-    return wnids, names
+        check_unique_class_names(names, str(custom))
+        return wnids, names
+    curated = imagenet_class_names()
+    unknown = [w for w in wnids if w not in curated]
+    if unknown:
+        raise InputError(f"{path}: synset(s) {unknown[:3]} are not ILSVRC-2012 classes; give "
+                         f"ROOT/classnames.txt with one name per synset")
+    return wnids, [curated[w] for w in wnids]
 
 
 def solution_items(root: Path, index: dict[str, int]) -> tuple[list[str], list[Path], list[int]]:
@@ -65,7 +82,7 @@ def folder_items(root: Path, wnids: list[str]) -> tuple[list[str], list[Path], l
     return ids, paths, labels
 
 
-def read_imagenet(root: Path) -> EvalDataset:
+def read_imagenet(root: Path, protocol: str = "clip-7") -> EvalDataset:
     wnids, names = read_synsets(root)
     if (root / SOLUTION).is_file():
         ids, paths, labels = solution_items(root, {w: i for i, w in enumerate(wnids)})
@@ -75,4 +92,4 @@ def read_imagenet(root: Path) -> EvalDataset:
     if missing:
         raise InputError(f"{missing[0]}: file not found ({len(missing)} of {len(paths)} images missing)")
     return EvalDataset(name="imagenet", root=root, ids=ids, inputs={"image": paths},
-                       tasks=("zero-shot",), labels=labels, class_names=names)
+                       protocol=protocol, tasks=("zero-shot",), labels=labels, class_names=names)

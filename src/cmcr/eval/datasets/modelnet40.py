@@ -26,7 +26,7 @@ def read_lines(path: Path, expected: str) -> list[str]:
     return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
-def read_modelnet40(root: Path) -> EvalDataset:
+def read_modelnet40(root: Path, protocol: str = "ulip") -> EvalDataset:
     shapes = read_lines(root / "modelnet40_shape_names.txt", "the 40 class names, one a line")
     ids = read_lines(root / "modelnet40_test.txt", "the test shape ids, one a line (airplane_0627)")
     index = {name: label for label, name in enumerate(shapes)}
@@ -38,5 +38,5 @@ def read_modelnet40(root: Path) -> EvalDataset:
                              f"'{shape_class}', not in modelnet40_shape_names.txt")
         labels.append(index[shape_class])
     return EvalDataset(name="modelnet40", root=root, ids=ids, inputs={"point_cloud": list(ids)},
-                       tasks=("zero-shot",), labels=labels,
+                       protocol=protocol, tasks=("zero-shot",), labels=labels,
                        class_names=[class_name(name) for name in shapes])
