@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from cmcr.config import ConnectConfig, ModelConfig, SpaceSpec, save_config
+from cmcr.config import ConnectConfig, ModelConfig, RetrievalConfig, SpaceSpec, save_config
 from cmcr.errors import StoreError
 from cmcr.model import ConnectedModel
-from cmcr.retrieval import cached_pseudo_embeddings
+from cmcr.retrieval import Retriever, cached_pseudo_embeddings, retrieve_pseudo_embeddings
 from cmcr.runtime import resolve_device, run_record, seed_everything, write_json
 from cmcr.store import EmbeddingStore, open_store
 from cmcr.train import TrainingData, train_projectors
@@ -67,6 +67,15 @@ def open_training_stores(config: ConnectConfig, allow_incomplete: bool = False
     return queries, memories
 
 
+def retriever(config: RetrievalConfig) -> Retriever:
+    """The memory retrieval the config selects: this process, or Ray (imported only then)."""
+    if config.engine == "ray":
+        from cmcr.distributed import ray_retriever
+
+        return ray_retriever(config.address)
+    return retrieve_pseudo_embeddings
+
+
 def build_model(config: ConnectConfig, queries: dict[str, EmbeddingStore]) -> ConnectedModel:
     """A fresh connected model whose projectors fit the stores' dims."""
     spaces = {name: SpaceSpec(modalities=[config.shared_modality, space.memory_modality],
@@ -98,7 +107,7 @@ def connect(config: ConnectConfig, out_dir: str | Path, *, resume: bool = False,
             cached_pseudo_embeddings(queries[name], memories[name], config.method.memory_temperature,
                                      config.method.memory_top_k, cache_dir, space=name,
                                      modality=config.spaces[name].memory_modality, device=device,
-                                     progress=progress)
+                                     progress=progress, retrieve=retriever(config.retrieval))
             for name in config.space_names)
     data = TrainingData(space_names=tuple(config.space_names),
                         queries=tuple(queries[n] for n in config.space_names), pseudo=pseudo)

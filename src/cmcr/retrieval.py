@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from cmcr.runtime import resolve_device
 from cmcr.store import EmbeddingStore, StoreInfo, StoreWriter, open_store
 
 RowSource = Union[EmbeddingStore, np.ndarray, torch.Tensor]
+Retriever = Callable[..., Union[np.ndarray, None]]  # retrieve_pseudo_embeddings' signature
 CACHE_FORMAT = 1
 
 
@@ -163,8 +164,11 @@ def store_fingerprint(store: EmbeddingStore) -> dict:
 def cached_pseudo_embeddings(queries: EmbeddingStore, memory: EmbeddingStore, temperature: float,
                              top_k: int | None, cache_dir: str | Path, *, space: str | None = None,
                              modality: str | None = None, device: str | torch.device | None = "auto",
-                             query_chunk: int = 4096, progress: bool = True) -> EmbeddingStore:
-    """Retrieve once and keep the result as a store under ``cache_dir``; resume if interrupted."""
+                             query_chunk: int = 4096, progress: bool = True,
+                             retrieve: Retriever | None = None) -> EmbeddingStore:
+    """Retrieve once and keep the result as a store under ``cache_dir``; resume if interrupted.
+    ``retrieve`` runs the retrieval (default :func:`retrieve_pseudo_embeddings`, in this
+    process; cmcr.distributed offers one on Ray with the same signature and results)."""
     key_data = {"format": CACHE_FORMAT, "queries": store_fingerprint(queries),
                 "memory": store_fingerprint(memory), "temperature": temperature, "top_k": top_k}
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:16]
@@ -176,7 +180,8 @@ def cached_pseudo_embeddings(queries: EmbeddingStore, memory: EmbeddingStore, te
     writer = StoreWriter(path, dim=queries.dim, space=space, modality=modality, dtype="float32",
                          normalized=False, shard_rows=query_chunk * 16)
     (path / "key.json").write_text(json.dumps(key_data, indent=2) + "\n", encoding="utf-8")
-    retrieve_pseudo_embeddings(queries, memory, temperature, top_k, query_chunk=query_chunk,
-                               device=device, out=writer, progress=progress,
-                               label=f"memory retrieval ({space or 'space'}: {modality or 'memory'})")
+    retrieve = retrieve or retrieve_pseudo_embeddings
+    retrieve(queries, memory, temperature, top_k, query_chunk=query_chunk, device=device,
+             out=writer, progress=progress,
+             label=f"memory retrieval ({space or 'space'}: {modality or 'memory'})")
     return writer.close()
