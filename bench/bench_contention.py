@@ -51,7 +51,7 @@ def child_step(batch: int, steps: int) -> None:
     import torch
 
     from cmcr.config import MethodConfig
-    from cmcr.train import _train_step
+    from cmcr.train import _train_step, cmcr_batch_loss
 
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_train import build_model, synthetic_data
@@ -61,8 +61,9 @@ def child_step(batch: int, steps: int) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     generator = torch.Generator().manual_seed(0)
+    loss = cmcr_batch_loss(("clip", "clap"), MethodConfig())
     for _ in range(steps):
-        _train_step(model, data, ("clip", "clap"), MethodConfig(), generator, optimizer, scheduler)
+        _train_step(model, data, loss, generator, optimizer, scheduler)
 
 
 def timed_child(args: argparse.Namespace, workload: str, threads: int | None, out: Path) -> float:

@@ -42,7 +42,7 @@ import torch
 from cmcr.config import MethodConfig, ModelConfig, ProjectorConfig, SpaceSpec, TrainConfig, from_dict
 from cmcr.model import ConnectedModel
 from cmcr.retrieval import as_store
-from cmcr.train import TrainingData, _train_step, train_projectors
+from cmcr.train import TrainingData, _train_step, cmcr_batch_loss, train_projectors
 
 SPACES = ("clip", "clap")
 
@@ -132,10 +132,11 @@ def real_step(model: ConnectedModel, data: list[torch.Tensor], batch: int,
     batches = [[t[start:start + batch] for t in data]
                for start in range(0, len(data[0]) - batch + 1, batch)]
     calls = iter(range(10**9))
+    loss = cmcr_batch_loss(SPACES, method)
 
     def run() -> None:
-        _train_step(model, batches[next(calls) % len(batches)], SPACES, method, generator,
-                    optimizer, scheduler)
+        _train_step(model, batches[next(calls) % len(batches)], loss, generator, optimizer,
+                    scheduler)
     return run
 
 

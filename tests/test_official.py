@@ -14,6 +14,7 @@ from cmcr.cli import main
 from cmcr.errors import CheckpointError
 from cmcr.model import ConnectedModel
 from cmcr.official import import_official
+from tiny_models import randomised
 
 OFFICIAL_DIR = Path(__file__).resolve().parent / "data" / "official-cmcr"  # CC-BY 4.0, see README there
 ULIP_CLIP = OFFICIAL_DIR / "ulip_clip.pt"
@@ -44,24 +45,10 @@ class OfficialClapClip(nn.Module):
         self.Head_B = OfficialClapClipHead()  # CLIP side
 
 
-def _randomised(module: nn.Module, seed: int) -> nn.Module:
-    """Every parameter and BatchNorm statistic set to random values, so a mix-up shows."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in module.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                tensor.fill_(17)
-            elif name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            else:
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
-    return module.eval()
-
-
 @pytest.fixture(scope="module")
 def clap_clip_checkpoint(tmp_path_factory):
     """A synthetic official CLAP-CLIP file (torch.save of a plain state dict) and its modules."""
-    official = _randomised(OfficialClapClip(), seed=0)
+    official = randomised(OfficialClapClip(), seed=0)
     path = tmp_path_factory.mktemp("official") / "clap_clip.pt"
     torch.save(official.state_dict(), path)
     return path, official

@@ -79,3 +79,19 @@ def image_dir(tmp_path_factory) -> Path:
     (root / "sub" / "zz.png").write_bytes(b"")
     (root / "notes.md").write_text("not an image")
     return root
+
+
+def randomised(module, seed: int, scale: float = 0.1, batches_tracked: int = 17):
+    """``module`` with every parameter and BatchNorm statistic random, so a mix-up shows."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                tensor.fill_(batches_tracked)
+            elif name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            else:
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * scale)
+    return module.eval()

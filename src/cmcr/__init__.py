@@ -7,6 +7,7 @@ from cmcr.model import ConnectedModel, Projector
 from cmcr.store import EmbeddingStore, StoreWriter, open_store, write_store
 from cmcr.retrieval import retrieve_pseudo_embeddings
 from cmcr.connect import connect
+from cmcr.unified import unify
 from cmcr.spaces import load_space
 from cmcr.encoders import JointEmbedder
 from cmcr.serve.index import Index, SearchResult
@@ -30,6 +31,7 @@ __all__ = [
     "write_store",
     "retrieve_pseudo_embeddings",
     "connect",
+    "unify",
     "load_space",
     "JointEmbedder",
     "Index",

@@ -118,7 +118,13 @@ PROJECTOR_PRESETS: dict[str, dict[str, Any]] = {
     # Official ULIP-CLIP heads: Linear(512,512) BN ReLU (confirmed from weights).
     "ulip-clip": {"hidden": 512, "out_dim": 512, "layers": 1, "batch_norm": True,
                   "final_norm": True, "final_activation": True},
+    # Official Ex-MCR leaf head (exmcr/exmcr_projector.py): Linear(512,512) set to the identity,
+    # then two residual-free blocks Linear(512,1024) BN ReLU Linear(1024,512) BN (confirmed).
+    "ex-mcr": {"kind": "exmcr", "hidden": 1024, "out_dim": 512, "layers": 2, "batch_norm": True},
 }
+# "mlp": C-MCR's projector; "exmcr": Ex-MCR's leaf head (a linear layer, then ``layers`` MLP
+# blocks); "identity": a frozen base space in extend mode (rows are only L2-normalised).
+PROJECTOR_KINDS = ("mlp", "exmcr", "identity")
 
 
 @dataclass
@@ -127,6 +133,7 @@ class ProjectorConfig(Checked):
 
     section = "projector"
     preset: str | None = None  # a name from PROJECTOR_PRESETS; explicit keys override it
+    kind: str = "mlp"  # one of PROJECTOR_KINDS; 'exmcr' uses hidden, out_dim, layers, batch_norm
     hidden: int = ranged(1024, 1)
     out_dim: int = ranged(512, 1)
     layers: int = ranged(2, 1)
@@ -134,6 +141,12 @@ class ProjectorConfig(Checked):
     final_norm: bool = True  # BatchNorm after the last Linear
     final_activation: bool = False  # ReLU after the last block
     dropout: float = ranged(0.0, 0, 1, high_open=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kind not in PROJECTOR_KINDS:
+            raise ConfigError(f"'projector.kind' must be one of {', '.join(PROJECTOR_KINDS)}, "
+                              f"got {shown(self.kind)}")
 
 
 RETRIEVAL_ENGINES = ("local", "ray")
@@ -164,26 +177,70 @@ class SpaceDataConfig:
     memory_modality: str = "image"
 
 
+MODES = ("cmcr", "extend")
+
+
+@dataclass
+class ExtendConfig(Checked):
+    """Ex-MCR's extend mode (``mode: extend``): the base space stays frozen and the leaf space
+    gets a head into it. Each list can drop parts, for ablations like C-MCR's ``use_*``."""
+
+    section = "extend"
+    base: str | None = None  # the frozen base space; None: the first of 'spaces'
+    # Modality-centric query sets (modality names): the shared modality, the leaf memory's and
+    # the base memory's; None: all three (the paper's "various modality-centric" data).
+    queries: list[str] | None = None
+    # Dense alignment pairs 'LEAF-BASE' (leaf modality projected, base modality frozen), e.g.
+    # text-text, audio-image, text-image, audio-text; None: all four (the paper's dense objective).
+    pairs: list[str] | None = None
+
+
 @dataclass
 class ConnectConfig:
     """Everything ``cmcr connect`` needs: two spaces' stores and the method's settings."""
 
     spaces: dict[str, SpaceDataConfig]
     shared_modality: str = "text"
+    mode: str = "cmcr"  # "cmcr": both spaces into a new one; "extend": the leaf into the base
     train: TrainConfig = field(default_factory=TrainConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    extend: ExtendConfig = field(default_factory=ExtendConfig)
 
     def __post_init__(self) -> None:
         if len(self.spaces) != 2:
             raise ConfigError(
                 f"'spaces' must name exactly two spaces, got {len(self.spaces)}: {sorted(self.spaces)}"
             )
+        if self.mode not in MODES:
+            raise ConfigError(f"'mode' must be one of {', '.join(MODES)}, got {shown(self.mode)}")
+        if self.mode == "extend":
+            check_extend(self)
 
     @property
     def space_names(self) -> list[str]:
         return list(self.spaces)
+
+    @property
+    def base_space(self) -> str:
+        """Extend mode's frozen base space (``extend.base``, else the first space)."""
+        return self.extend.base or self.space_names[0]
+
+    @property
+    def leaf_space(self) -> str:
+        return next(name for name in self.space_names if name != self.base_space)
+
+    def extend_modalities(self) -> tuple[str, str, str]:
+        """(shared, leaf memory, base memory) modalities of an extend-mode connection."""
+        return (self.shared_modality, self.spaces[self.leaf_space].memory_modality,
+                self.spaces[self.base_space].memory_modality)
+
+    def extend_queries(self) -> list[str]:
+        return list(self.extend.queries or self.extend_modalities())
+
+    def extend_pairs(self) -> list[str]:
+        return list(self.extend.pairs or extend_pair_names(*self.extend_modalities()))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -191,6 +248,32 @@ class ConnectConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ConnectConfig":
         return from_dict(cls, data)
+
+
+def extend_pair_names(shared: str, leaf_memory: str, base_memory: str) -> list[str]:
+    """Every dense alignment pair 'LEAF-BASE': shared-shared, memory-memory, then the crossings."""
+    return [f"{shared}-{shared}", f"{leaf_memory}-{base_memory}", f"{shared}-{base_memory}",
+            f"{leaf_memory}-{shared}"]
+
+
+def check_extend(config: ConnectConfig) -> None:
+    """Refuse an extend-mode config whose base, modalities, query sets or pairs do not fit."""
+    if config.extend.base is not None and config.extend.base not in config.spaces:
+        raise ConfigError(f"'extend.base' must be one of the spaces {config.space_names}, "
+                          f"got {shown(config.extend.base)}")
+    modalities = config.extend_modalities()
+    if len(set(modalities)) != 3:
+        raise ConfigError(f"extend mode needs three different modalities (shared, leaf memory, "
+                          f"base memory), got {list(modalities)}: check 'memory_modality'")
+    if not config.method.use_memory or config.method.memory_top_k is not None:
+        raise ConfigError("extend mode retrieves over whole memories: 'method.use_memory' must be "
+                          "true and 'method.memory_top_k' null (drop parts with 'extend.queries' "
+                          "and 'extend.pairs')")
+    for key, chosen, valid in (("queries", config.extend.queries, list(modalities)),
+                               ("pairs", config.extend.pairs, extend_pair_names(*modalities))):
+        if chosen is not None and (not chosen or any(item not in valid for item in chosen)):
+            raise ConfigError(f"'extend.{key}' must be a non-empty list of {', '.join(valid)}; "
+                              f"got {shown(chosen)}")
 
 
 _SHORT = reprlib.Repr()
@@ -416,6 +499,11 @@ class ModelConfig:
         out_dims = {p.out_dim for p in self.projectors.values()}
         if len(out_dims) != 1:
             raise ConfigError(f"model config: projectors disagree on out_dim: {sorted(out_dims)}")
+        for name, projector in self.projectors.items():
+            if projector.kind == "identity" and projector.out_dim != self.spaces[name].dim:
+                raise ConfigError(f"model config: the base space '{name}' has dim "
+                                  f"{self.spaces[name].dim}, but 'projectors.{name}.out_dim' is "
+                                  f"{projector.out_dim}; an identity head keeps the dim")
 
     @property
     def out_dim(self) -> int:

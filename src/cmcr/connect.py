@@ -9,6 +9,7 @@ import torch
 
 from cmcr.config import ConnectConfig, ModelConfig, RetrievalConfig, SpaceSpec, save_config
 from cmcr.errors import StoreError
+from cmcr.extend import train_extend
 from cmcr.model import ConnectedModel
 from cmcr.retrieval import Retriever, cached_pseudo_embeddings, retrieve_pseudo_embeddings
 from cmcr.runtime import resolve_device, run_record, seed_everything, write_json
@@ -93,14 +94,30 @@ def connect(config: ConnectConfig, out_dir: str | Path, *, resume: bool = False,
             device: str | torch.device | None = "auto", cache_dir: str | Path | None = None,
             progress: bool = True, label: str | None = None,
             allow_incomplete: bool = False) -> ConnectedModel:
-    """Run C-MCR end to end and save the connected model (plus run record) in ``out_dir``;
-    progress bars say ``label`` (default: the output folder's name)."""
+    """Run C-MCR (or, with ``mode: extend``, Ex-MCR's extension) end to end and save the model
+    (plus run record) in ``out_dir``; progress bars say ``label`` (default: the folder's name)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
     queries, memories = open_training_stores(config, allow_incomplete)
     save_config(config, out_dir / "connect_config.yaml")
+    options = {"resume": resume, "device": device, "progress": progress,
+               "label": f"train {label or out_dir.name}"}
+    if config.mode == "extend":
+        seed_everything(config.train.seed)  # the head's initialisation depends on it
+        model = train_extend(config, queries, memories, out_dir, cache_dir, **options)
+    else:
+        model = _train_cmcr(config, queries, memories, out_dir, cache_dir, **options)
+    model.to("cpu").save_pretrained(out_dir)
+    write_json(out_dir / "run.json", run_record(config.to_dict(), device=str(device)))
+    return model
+
+
+def _train_cmcr(config: ConnectConfig, queries: dict[str, EmbeddingStore],
+                memories: dict[str, EmbeddingStore | None], out_dir: Path, cache_dir: Path, *,
+                resume: bool, device: torch.device, progress: bool, label: str) -> ConnectedModel:
+    """Retrieve (or reuse) the pseudo pairs, then train C-MCR's two projectors."""
     pseudo = None
     if config.method.use_memory:
         pseudo = tuple(
@@ -113,9 +130,5 @@ def connect(config: ConnectConfig, out_dir: str | Path, *, resume: bool = False,
                         queries=tuple(queries[n] for n in config.space_names), pseudo=pseudo)
     seed_everything(config.train.seed)  # the projectors' initialisation depends on it
     model = build_model(config, queries)
-    train_projectors(model, data, config.train, config.method, out_dir / "training",
-                     resume=resume, device=device, progress=progress,
-                     label=f"train {label or out_dir.name}")
-    model.to("cpu").save_pretrained(out_dir)
-    write_json(out_dir / "run.json", run_record(config.to_dict(), device=str(device)))
-    return model
+    return train_projectors(model, data, config.train, config.method, out_dir / "training",
+                            resume=resume, device=device, progress=progress, label=label)

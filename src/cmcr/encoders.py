@@ -23,17 +23,27 @@ def check_space_fits(model: ConnectedModel, name: str, space: Space) -> None:
                           f"model's '{name}' projector takes {expected}-d")
 
 
+def _missing_space_error(model: ConnectedModel, missing: list[str]) -> ConfigError:
+    return ConfigError(f"the model connects {model.space_names}; give a space for {missing} "
+                       f"(e.g. --space {missing[0]}=clip:openai/clip-vit-base-patch32)")
+
+
 class JointEmbedder:
-    """A connected model plus the frozen spaces it connects: ``embed`` gives joint-space rows."""
+    """A connected model plus the frozen spaces it connects: ``embed`` gives joint-space rows.
+
+    A C-MCR model needs both its spaces; a unified (extended) model needs its base space, and
+    each leaf space only once one of its modalities is embedded.
+    """
 
     def __init__(self, model: ConnectedModel, spaces: Mapping[str, Space],
                  text_space: str | None = None):
-        missing = [name for name in model.space_names if name not in spaces]
+        needed = model.space_names if model.base_space is None else [model.base_space]
+        missing = [name for name in needed if name not in spaces]
         if missing:
-            raise ConfigError(f"the model connects {model.space_names}; give a space for "
-                              f"{missing} (e.g. --space {missing[0]}=clip:openai/clip-vit-base-patch32)")
+            raise _missing_space_error(model, missing)
         for name in model.space_names:
-            check_space_fits(model, name, spaces[name])
+            if name in spaces:
+                check_space_fits(model, name, spaces[name])
         if text_space is not None and text_space not in model.space_names:
             raise ConfigError(f"text space '{text_space}' is not one of {model.space_names}")
         self.model = model
@@ -48,6 +58,8 @@ class JointEmbedder:
     def embed(self, modality: str, inputs: Sequence[Any], batch_size: int = 32) -> torch.Tensor:
         """Paths or decoded items of ``modality`` -> (n, out_dim) unit rows in the joint space."""
         name = self.space_for(modality)
+        if name not in self.spaces:
+            raise _missing_space_error(self.model, [name])
         frozen = self.spaces[name].embed(modality, inputs, batch_size=batch_size)
         if len(frozen) == 0:
             return torch.zeros((0, self.model.out_dim))

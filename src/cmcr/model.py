@@ -14,8 +14,9 @@ from torch import nn
 
 from cmcr.config import ModelConfig, ProjectorConfig, from_dict
 from cmcr.errors import CheckpointError, ConfigError
-from cmcr.weights import check_finite, read_safetensors, save_safetensors
+from cmcr.heads import ExMcrHead, IdentityHead
 from cmcr.version import __version__
+from cmcr.weights import check_finite, read_safetensors, save_safetensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -53,14 +54,24 @@ class Projector(nn.Module):
         return F.normalize(self.net(embeddings), dim=-1)
 
 
+PROJECTOR_CLASSES: dict[str, type[nn.Module]] = {
+    "mlp": Projector, "exmcr": ExMcrHead, "identity": IdentityHead}
+
+
+def build_projector(in_dim: int, config: ProjectorConfig) -> nn.Module:
+    """The projector of ``config.kind``: (n, in_dim) -> (n, out_dim) unit rows."""
+    return PROJECTOR_CLASSES[config.kind](in_dim, config)
+
+
 class ConnectedModel(nn.Module):
-    """Two frozen spaces' projectors into one joint space (C-MCR)."""
+    """Frozen spaces' projectors into one joint space: two for C-MCR; for Ex-MCR's extend mode
+    a frozen base (identity) plus one head per leaf space, which is a unified model."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.projectors = nn.ModuleDict({
-            name: Projector(config.spaces[name].dim, projector)
+            name: build_projector(config.spaces[name].dim, projector)
             for name, projector in config.projectors.items()
         })
         self.eval()
@@ -73,10 +84,20 @@ class ConnectedModel(nn.Module):
     def out_dim(self) -> int:
         return self.config.out_dim
 
+    @property
+    def base_space(self) -> str | None:
+        """The frozen base space of an extended (unified) model; None for C-MCR models."""
+        return next((name for name, p in self.config.projectors.items() if p.kind == "identity"),
+                    None)
+
     def space_for(self, modality: str) -> str:
-        """The space that embeds ``modality`` (the shared one goes through ``shared_modality_space``)."""
+        """The space that embeds ``modality`` (the shared one goes through ``shared_modality_space``;
+        in a unified model, the base space for every modality it embeds)."""
         if modality == self.config.shared_modality:
             return self.config.shared_modality_space or self.space_names[0]
+        base = self.base_space
+        if base is not None and modality in self.config.spaces[base].modalities:
+            return base
         for name, spec in self.config.spaces.items():
             if modality in spec.modalities:
                 return name
@@ -93,7 +114,7 @@ class ConnectedModel(nn.Module):
             raise ConfigError(f"unknown space '{space_name}'; this model connects: "
                               + ", ".join(self.space_names))
         projector = self.projectors[space_name]
-        parameter = next(projector.parameters())
+        parameter = next(iter([*projector.parameters(), *projector.buffers()]))
         rows = torch.as_tensor(np.asarray(embeddings) if not isinstance(embeddings, torch.Tensor)
                                else embeddings)
         if rows.ndim == 1:

@@ -100,3 +100,44 @@ def write_synthetic_example(directory: str | Path, seed: int = 0,
     path = directory / "connect.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
+
+
+@dataclass
+class ThreeSpaceSizes:
+    shared: int = 1200  # items of each overlap (texts for base-leaf A, images for base-leaf B)
+    memory: int = 600  # rows of each unpaired memory
+    test_pairs: int = 200
+    concepts: int = 24
+    latent_dim: int = 8
+    dims: tuple[int, int, int] = (32, 24, 20)  # base, leaf A, leaf B
+
+
+def make_three_space_embeddings(seed: int = 0, sizes: ThreeSpaceSizes | None = None
+                                ) -> dict[str, np.ndarray]:
+    """Three random nonlinear spaces of one latent: a base (text, image), leaf A (text, audio)
+    and leaf B (image, point_cloud), i.e. two overlaps (text, image) with the base.
+
+    Arrays: ``{base,a}_text`` (paired rows) with ``base_image_memory`` and ``a_audio_memory``
+    for extending A; ``{base,b}_image`` (paired) with ``base_text_memory`` and
+    ``b_point_cloud_memory`` for extending B; ``test_audio`` (A) / ``test_point_cloud`` (B),
+    row i of both sharing a latent: the leaves' emergent pair, which no stage ever sees."""
+    sizes = sizes or ThreeSpaceSizes()
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(sizes.concepts, sizes.latent_dim))
+    base = _RandomSpace(rng, sizes.latent_dim, sizes.dims[0], ["text", "image"])
+    leaf_a = _RandomSpace(rng, sizes.latent_dim, sizes.dims[1], ["text", "audio"])
+    leaf_b = _RandomSpace(rng, sizes.latent_dim, sizes.dims[2], ["image", "point_cloud"])
+    texts, images = (_latents(rng, centres, sizes.shared) for _ in range(2))
+    test = _latents(rng, centres, sizes.test_pairs)
+
+    def memory(space: _RandomSpace, modality: str) -> np.ndarray:
+        return space.embed(_latents(rng, centres, sizes.memory), modality, rng)
+
+    return {
+        "base_text": base.embed(texts, "text", rng), "a_text": leaf_a.embed(texts, "text", rng),
+        "base_image_memory": memory(base, "image"), "a_audio_memory": memory(leaf_a, "audio"),
+        "base_image": base.embed(images, "image", rng), "b_image": leaf_b.embed(images, "image", rng),
+        "base_text_memory": memory(base, "text"), "b_point_cloud_memory": memory(leaf_b, "point_cloud"),
+        "test_audio": leaf_a.embed(test, "audio", rng),
+        "test_point_cloud": leaf_b.embed(test, "point_cloud", rng),
+    }

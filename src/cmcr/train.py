@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -80,16 +80,54 @@ def epoch_generator(seed: int, epoch: int, stream: str = "shuffle",
     return torch.Generator(device=device).manual_seed((seed * 100_003 + epoch) * 2 + offset)
 
 
+class Batches(Protocol):
+    """What the loop trains on: rows, and a loader of a batch's tensors by row indices
+    (:class:`TrainingData` for C-MCR, ``cmcr.extend.ExtendData`` for extend mode)."""
+
+    space_names: tuple[str, ...]
+
+    def __len__(self) -> int: ...
+
+    def batch_loader(self, device: torch.device) -> Callable[[Any], list[torch.Tensor]]: ...
+
+
+# A batch's tensors and the noise generator -> the loss terms (``total`` is minimised, every
+# term has ``as_floats``): how one mode scores a batch.
+BatchLoss = Callable[[ConnectedModel, list[torch.Tensor], torch.Generator], Any]
+
+
+def cmcr_batch_loss(names: tuple[str, ...], method: MethodConfig) -> BatchLoss:
+    """C-MCR's batch loss: noise, both projectors, :func:`cmcr.method.cmcr_loss`."""
+    def loss(model: ConnectedModel, batch: list[torch.Tensor], generator: torch.Generator) -> Any:
+        variance = method.noise_var if method.use_noise else 0.0
+        noisy = [add_noise(rows, variance, generator) for rows in batch]
+        projected = []
+        for side, name in enumerate(names):
+            rows = [noisy[side]] + ([noisy[2 + side]] if len(noisy) == 4 else [])
+            # Queries and pseudo partners go through one forward pass, so BatchNorm sees the
+            # same mixture of modalities in training as its running statistics describe at
+            # inference.
+            output = model.projectors[name](torch.cat(rows))
+            projected.append(output.split(len(noisy[side])))
+        pseudo_a = projected[0][1] if len(projected[0]) > 1 else None
+        pseudo_b = projected[1][1] if len(projected[1]) > 1 else None
+        return cmcr_loss(projected[0][0], projected[1][0], pseudo_a, pseudo_b, method)
+    return loss
+
+
 def _settings(train: TrainConfig, method: MethodConfig, model: ConnectedModel) -> dict[str, Any]:
     return {"train": dataclasses.asdict(train), "method": dataclasses.asdict(method),
             "projectors": {k: dataclasses.asdict(v) for k, v in model.config.projectors.items()}}
 
 
-def train_projectors(model: ConnectedModel, data: TrainingData, train: TrainConfig,
+def train_projectors(model: ConnectedModel, data: Batches, train: TrainConfig,
                      method: MethodConfig, out_dir: str | Path, *, resume: bool = False,
                      device: torch.device = torch.device("cpu"), progress: bool = True,
-                     label: str = "training") -> ConnectedModel:
-    """Train ``model``'s two projectors on ``data``; checkpoint and log under ``out_dir``."""
+                     label: str = "training", batch_loss: BatchLoss | None = None,
+                     extra_settings: dict[str, Any] | None = None) -> ConnectedModel:
+    """Train ``model``'s projectors on ``data``; checkpoint and log under ``out_dir``.
+    ``batch_loss`` scores a batch (default: C-MCR's); ``extra_settings`` join what a resumed
+    run must share with the checkpoint (extend mode's settings)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(train.seed)
@@ -99,13 +137,13 @@ def train_projectors(model: ConnectedModel, data: TrainingData, train: TrainConf
     total_steps = per_epoch * train.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_lr_factor(
         step, total_steps, train.warmup_steps, train.min_lr_ratio))
-    settings = {**_settings(train, method, model), "rows": len(data)}
+    settings = {**_settings(train, method, model), "rows": len(data), **(extra_settings or {})}
+    batch_loss = batch_loss or cmcr_batch_loss(tuple(data.space_names), method)
     start_epoch = 0
     if resume:
         start_epoch = _load_checkpoint(out_dir, settings, model, optimizer, scheduler)
     _truncate_metrics(out_dir / METRICS_NAME, start_epoch)
     load_batch = data.batch_loader(device)
-    name_a, name_b = data.space_names
     bar = tqdm(total=total_steps, initial=start_epoch * per_epoch, desc=label,
                unit="step", disable=not progress)
     for epoch in range(start_epoch, train.epochs):
@@ -117,8 +155,8 @@ def train_projectors(model: ConnectedModel, data: TrainingData, train: TrainConf
         for step in range(per_epoch):
             index = order[step * train.batch_size:(step + 1) * train.batch_size]
             try:
-                terms = _train_step(model, load_batch(index), (name_a, name_b), method,
-                                    noise_generator, optimizer, scheduler)
+                terms = _train_step(model, load_batch(index), batch_loss, noise_generator,
+                                    optimizer, scheduler)
             except TrainingError as err:
                 bar.close()
                 raise TrainingError(f"epoch {epoch + 1}, step {step + 1}: {err}; nothing of this "
@@ -137,22 +175,10 @@ def train_projectors(model: ConnectedModel, data: TrainingData, train: TrainConf
     return model.eval()
 
 
-def _train_step(model: ConnectedModel, batch: list[torch.Tensor], names: tuple[str, str],
-                method: MethodConfig, generator: torch.Generator, optimizer, scheduler
-                ) -> dict[str, float]:
+def _train_step(model: ConnectedModel, batch: list[torch.Tensor], batch_loss: BatchLoss,
+                generator: torch.Generator, optimizer, scheduler) -> dict[str, float]:
     """One optimisation step; returns the loss terms as floats."""
-    variance = method.noise_var if method.use_noise else 0.0
-    noisy = [add_noise(rows, variance, generator) for rows in batch]
-    projected = []
-    for side, name in enumerate(names):
-        rows = [noisy[side]] + ([noisy[2 + side]] if len(noisy) == 4 else [])
-        # Queries and pseudo partners go through one forward pass, so BatchNorm sees the same
-        # mixture of modalities in training as its running statistics describe at inference.
-        output = model.projectors[name](torch.cat(rows))
-        projected.append(output.split(len(noisy[side])))
-    pseudo_a = projected[0][1] if len(projected[0]) > 1 else None
-    pseudo_b = projected[1][1] if len(projected[1]) > 1 else None
-    terms = cmcr_loss(projected[0][0], projected[1][0], pseudo_a, pseudo_b, method)
+    terms = batch_loss(model, batch, generator)
     values = terms.as_floats()
     if not all(math.isfinite(value) for value in values.values()):
         bad = ", ".join(f"{name} = {value}" for name, value in values.items()

@@ -24,6 +24,8 @@ examples:
   cmcr search idx --audio dog.wav --modality image      # sounds -> pictures, no pairs needed
   cmcr serve runs/demo                                  # the search page on the demo's world
   cmcr import-official clap_clip.pt --kind clap-clip --out models/clap-clip
+  cmcr connect configs/ex-clap-clip.yaml --out runs/clap-into-clip   # Ex-MCR: extend CLAP into CLIP
+  cmcr unify runs/clap-into-clip runs/ulip-into-clip --out models/unified
 
 Run 'cmcr COMMAND --help' for each command's options."""
 

@@ -1,4 +1,4 @@
-"""Core sub-commands: connect, store, import-official, example."""
+"""Core sub-commands: connect, store, import-official, unify, example."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ def register(subparsers) -> None:
     _register_connect(subparsers)
     _register_store(subparsers)
     _register_import_official(subparsers)
+    _register_unify(subparsers)
     _register_example(subparsers)
 
 
@@ -37,6 +38,13 @@ memories are unpaired embeddings of the other modalities.
 Ablations switch parts off: --set method.use_noise=false, method.use_memory=false,
 method.use_intra=false, method.use_pseudo_inter=false.
 
+Extend mode (Ex-MCR): 'mode: extend' keeps the base space (extend.base; default: the first
+space) frozen and trains a head for the other (leaf) space into it, on queries from the shared
+modality and both memories, with the dense alignment objective (configs/ex-clap-clip.yaml).
+Its ablations: --set extend.queries=[text], extend.pairs=[text-text,audio-image], and the
+method switches above (use_noise, use_intra). Several extensions into one base space chain into
+one model with 'cmcr unify'.
+
 OUT receives config.json + model.safetensors (load with cmcr.ConnectedModel.from_pretrained),
 connect_config.yaml, run.json, training/metrics.jsonl and training/checkpoint.pt (every epoch).
 Pseudo embeddings are retrieved once and cached (OUT/cache unless --cache-dir).
@@ -45,6 +53,7 @@ example:
   cmcr connect connect.yaml --out runs/clip-clap --set train.epochs=10 --set train.seed=1
   cmcr connect connect.yaml --out runs/clip-clap --resume     # after an interruption
   cmcr connect connect.yaml --out runs/clip-clap --ray        # memory retrieval on Ray
+  cmcr connect configs/ex-clap-clip.yaml --out runs/clap-into-clip   # extend CLAP into CLIP
 """
 
 
@@ -115,34 +124,88 @@ def run_store_info(args: argparse.Namespace) -> int:
 
 # -- import-official -----------------------------------------------------------------------------
 IMPORT_HELP = """\
-Convert the authors' released C-MCR projector checkpoint into a cmcr model directory.
+Convert the authors' released projector checkpoints into a cmcr model directory.
 
+C-MCR (one file, two heads, a new joint space):
   clap-clip: clap_clip.pt (Head_A = CLAP side, Head_B = CLIP side) -> spaces 'clap', 'clip'
   ulip-clip: ulip_clip.pt (Head_A = CLIP side, Head_B = ULIP side) -> spaces 'clip', 'ulip'
+Ex-MCR (one head per file, each a leaf extended into CLIP, which stays frozen):
+  ex-clap:   ex_clap.pt (Head1.*, Head2.mlp1.net1.* ...) -> spaces 'clip' (base), 'clap'
+  ex-ulip:   ex_ulip.pt (same layout)                     -> spaces 'clip' (base), 'ulip'
+Several Ex-MCR files (one --kind each, in the same order) give one unified model: audio, 3D,
+images and texts in CLIP's space.
 
-The file is read with torch.load(weights_only=True): no code in it runs.
+Files are read with torch.load(weights_only=True): no code in them runs.
 
 example:
   cmcr import-official clap_clip.pt --kind clap-clip --out models/cmcr-clap-clip
+  cmcr import-official ex_clap.pt ex_ulip.pt --kind ex-clap --kind ex-ulip --out models/ex-mcr
 """
+C_MCR_KINDS = ("clap-clip", "ulip-clip")
+EX_MCR_KINDS = ("ex-clap", "ex-ulip")  # the keys of cmcr.official_exmcr.EXMCR_KINDS
 
 
 def _register_import_official(subparsers) -> None:
-    parser = subparsers.add_parser("import-official", help="convert an official C-MCR checkpoint",
-                                   description=IMPORT_HELP, formatter_class=FORMATTER)
-    parser.add_argument("checkpoint", help="official .pt file")
-    parser.add_argument("--kind", required=True, choices=["clap-clip", "ulip-clip"],
-                        help="which released checkpoint: clap-clip (CLAP <-> CLIP) or ulip-clip (CLIP <-> ULIP)")
+    parser = subparsers.add_parser("import-official", help="convert official C-MCR / Ex-MCR "
+                                   "checkpoints", description=IMPORT_HELP, formatter_class=FORMATTER)
+    parser.add_argument("checkpoint", nargs="+", help="official .pt file(s)")
+    parser.add_argument("--kind", required=True, action="append", choices=C_MCR_KINDS + EX_MCR_KINDS,
+                        help="which released checkpoint, once per file: clap-clip, ulip-clip "
+                             "(C-MCR), ex-clap, ex-ulip (Ex-MCR heads)")
     parser.add_argument("--out", required=True, help="output model directory")
     parser.set_defaults(run=run_import_official)
 
 
 def run_import_official(args: argparse.Namespace) -> int:
-    from cmcr.official import import_official
+    from cmcr.errors import ConfigError
 
-    model = import_official(args.checkpoint, args.kind)
+    if len(args.kind) != len(args.checkpoint):
+        raise ConfigError(f"give one --kind per checkpoint: {len(args.checkpoint)} file(s), "
+                          f"{len(args.kind)} --kind")
+    if any(kind in C_MCR_KINDS for kind in args.kind) and len(args.kind) > 1:
+        raise ConfigError("C-MCR checkpoints (clap-clip, ulip-clip) are imported one at a time; "
+                          "only Ex-MCR heads (ex-clap, ex-ulip) combine into one model")
+    if len(set(args.kind)) != len(args.kind):
+        raise ConfigError(f"each --kind may appear once, got {args.kind}")
+    if args.kind[0] in C_MCR_KINDS:
+        from cmcr.official import import_official
+
+        model = import_official(args.checkpoint[0], args.kind[0])
+    else:
+        from cmcr.official_exmcr import import_exmcr
+
+        model = import_exmcr(dict(zip(args.kind, args.checkpoint)))
     model.save_pretrained(args.out)
-    print(f"imported {args.kind} ({', '.join(model.space_names)}) into {args.out}")
+    print(f"imported {', '.join(args.kind)} ({', '.join(model.space_names)}) into {args.out}")
+    return 0
+
+
+# -- unify ---------------------------------------------------------------------------------------
+UNIFY_HELP = """\
+Chain extended models (trained with 'mode: extend', or imported Ex-MCR heads) that share one
+frozen base space into one unified model: every leaf's modalities land in the base space.
+
+example:
+  cmcr unify runs/clap-into-clip runs/ulip-into-clip --out models/unified
+  cmcr similarity --model models/unified --space clip=... --space clap=... --audio a.wav --text "a dog"
+"""
+
+
+def _register_unify(subparsers) -> None:
+    parser = subparsers.add_parser("unify", help="chain extended models into one unified model",
+                                   description=UNIFY_HELP, formatter_class=FORMATTER)
+    parser.add_argument("models", nargs="+", help="model directories (same base space)")
+    parser.add_argument("--out", required=True, help="output model directory")
+    parser.set_defaults(run=run_unify)
+
+
+def run_unify(args: argparse.Namespace) -> int:
+    from cmcr.model import ConnectedModel
+    from cmcr.unified import leaves, unify
+
+    model = unify([ConnectedModel.from_pretrained(path) for path in args.models])
+    model.save_pretrained(args.out)
+    print(f"unified {', '.join(leaves(model))} into base space '{model.base_space}': {args.out}")
     return 0
 
 

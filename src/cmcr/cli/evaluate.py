@@ -28,9 +28,11 @@ protocol follows a public file, named in docs/eval.md; the default is listed fir
 table and JSON says which ran:
 {protocols}
 
---model is a cmcr model directory (from 'cmcr connect' or 'cmcr import-official'), or
-space:NAME to evaluate the frozen space given as --space NAME=... without any projection
-(e.g. CLIP's own image-text retrieval, to measure how much the joint space retains).
+--model is a cmcr model directory (from 'cmcr connect', 'cmcr unify' or 'cmcr
+import-official'), or space:NAME to evaluate the frozen space given as --space NAME=... without
+any projection (e.g. CLIP's own image-text retrieval, to measure how much the joint space
+retains). A unified model (extend mode) needs --space for its base and for the leaves the
+task's modalities go through (audio: clap, point clouds: ulip).
 Each --root layout is documented in the reader (src/cmcr/eval/datasets/) and docs/eval.md.
 
 With --out, results go to OUT/TASK-DATASET.json (localisation adds a PNG of heat maps) and

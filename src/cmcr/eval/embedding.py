@@ -73,7 +73,11 @@ class EvalEmbedder:
 
     def space_for(self, modality: str) -> str:
         if self.joint is not None:
-            return self.joint.space_for(modality)
+            name = self.joint.space_for(modality)
+            if name not in self.spaces:  # a unified model's leaf that was not given
+                raise ConfigError(f"{modality} goes through the model's '{name}' space: give "
+                                  f"--space {name}=KIND:NAME_OR_PATH")
+            return name
         name, space = next(iter(self.spaces.items()))
         space.check_modality(modality)
         return name
