@@ -10,7 +10,8 @@ from cmcr.world.generate import WorldSizes, generate_world
 from cmcr.world.toy_spaces import ToyTraining, packaged_space_dir, train_spaces
 
 METHODS = ["cmcr", "paired_upper_bound", "text_pivot", "linear_map", "chance", "no_noise",
-           "no_memory", "no_intra"]
+           "no_memory", "no_pseudo_inter", "no_intra"]
+METRICS = {"R@1", "R@5", "R@10", "mAP"}
 REDUCED = WorldSizes(clip_pairs=8, clap_pairs=8, connect_texts=800, image_memory=400,
                      audio_memory=400, test_pairs=96, localisation_scenes=12,
                      counterfactual_pairs=40, paired_pairs=800)
@@ -31,11 +32,40 @@ def test_metrics_follow_the_documented_schema(demo):
     for method in METHODS:
         for direction in ("audio_to_image", "image_to_audio"):
             values = saved["methods"][method][direction]
-            assert set(values) == {"R@1", "R@5", "R@10", "mAP"}
-            assert all(0.0 <= v <= 100.0 for v in values.values()), (method, direction)
+            assert set(values) == METRICS | {"ci95"}
+            assert all(0.0 <= values[k] <= 100.0 for k in METRICS), (method, direction)
             assert values["R@1"] <= values["R@5"] <= values["R@10"]
+            for key in METRICS:  # the interval is around the point value, inside [0, 100]
+                low, high = values["ci95"][key]
+                assert 0.0 <= low <= values[key] + 1e-9 <= high + 2e-9 <= 100.0 + 2e-9
     for block in ("retention", "localisation", "counterfactual"):
         assert saved[block]
+
+
+def test_each_paper_component_has_a_paired_effect_with_an_interval(demo):
+    out, results = demo
+    saved = json.loads((out / "metrics.json").read_text())
+    assert set(saved["components"]) == {"noise", "memory", "pseudo_inter", "intra"}
+    cmcr = saved["methods"]["cmcr"]["audio_to_image"]
+    for component, effect in saved["components"].items():
+        ablated = saved["methods"][effect["ablation"]]["audio_to_image"]
+        for key in METRICS:
+            measured = effect["audio_to_image"][key]
+            assert measured["effect"] == pytest.approx(cmcr[key] - ablated[key], abs=1e-6)
+            low, high = measured["ci95"]
+            assert low <= measured["effect"] + 1e-9 and measured["effect"] <= high + 1e-9
+            assert measured["significant"] == (low > 0 or high < 0)
+    assert "Significant at 95%" in (out / "report.md").read_text()
+
+
+def test_regime_measures_each_toy_space(demo):
+    _, results = demo
+    for space, dim in (("clip", 32), ("clap", 48)):
+        regime = results["regime"][space]
+        assert regime["dim"] == dim and regime["noise_var"] == 0.004
+        assert 0.0 <= regime["modality_gap"] <= 2.0
+        assert -1.0 <= regime["matched_cosine"] <= 1.0
+        assert regime["noise_cosine"] == pytest.approx((1 + dim * 0.004) ** -0.5, abs=0.02)
 
 
 def test_cmcr_is_clearly_above_chance(demo):
@@ -69,6 +99,17 @@ def test_rerun_reuses_the_world_and_the_embeddings(demo, monkeypatch):
     again = run_demo(out, settings, progress=False)
     assert again["methods"] == results["methods"]  # deterministic for a seed
 
+
+
+def test_extend_mode_keeps_clip_and_is_compared_with_cmcr(demo):
+    out, results = demo
+    block = results["extend"]  # Ex-MCR's extend mode vs C-MCR (issue 13; cmcr.world.extend)
+    assert set(block["audio_to_image"]) == {"cmcr", "extend", "extend_text_queries",
+                                            "extend_text_pair"}
+    retention = block["retention"]
+    assert retention["extend"]["image_text"] == retention["original"]["image_text"]
+    assert block["base_max_abs_difference"] < 1e-6
+    assert "Extend mode (Ex-MCR) vs C-MCR" in (out / "report.md").read_text()
 
 def test_shipped_toy_spaces_are_real_transformers_checkpoints():
     from transformers import ClapModel, CLIPModel
@@ -137,3 +178,35 @@ def test_the_demo_leaves_a_search_index_that_ranks_like_the_evaluation(demo):
     hits = index.search(audio=clip_file, modality="image", k=5)
     np.testing.assert_allclose([h.score for h in hits], (images @ query)[expected], atol=1e-4)
     assert all(h.source and h.source.endswith(".png") for h in hits)
+
+
+def test_demo_seeds_reports_the_spread_and_resumes(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "seeds"
+    args = ["demo", "--seeds", "1,2", "--scale", "0.1", "--epochs", "1", "--quiet",
+            "--out", str(out)]
+    assert main(args) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["seeds"] == [1, 2]
+    per_seed = [json.loads((out / f"seed-{s}" / "metrics.json").read_text()) for s in (1, 2)]
+    r1 = summary["methods"]["cmcr"]["audio_to_image"]["R@1"]
+    assert r1["values"] == [m["methods"]["cmcr"]["audio_to_image"]["R@1"] for m in per_seed]
+    assert r1["mean"] == pytest.approx(sum(r1["values"]) / 2)
+    assert set(summary["components"]) == {"noise", "memory", "pseudo_inter", "intra"}
+    assert "mean ± standard deviation" in (out / "report.md").read_text()
+    import cmcr.world.seeds as seeds_module
+
+    def no_rerun(*args, **kwargs):
+        raise AssertionError("finished seeds should have been reused")
+
+    monkeypatch.setattr(seeds_module, "run_demo", no_rerun)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "reusing the finished run" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text()) == summary
+
+
+def test_demo_seeds_must_be_distinct_whole_numbers(capsys):
+    for bad in ("1,1", "a,b", ""):
+        with pytest.raises(SystemExit):
+            main(["demo", "--seeds", bad])
+        assert "--seeds" in capsys.readouterr().err

@@ -17,25 +17,32 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from cmcr.config import ConnectConfig
+from cmcr.config import ConnectConfig, MethodConfig
 from cmcr.connect import connect
 from cmcr.errors import CmcrError
-from cmcr.eval import baselines, metrics
+from cmcr.eval import baselines, intervals, metrics
 from cmcr.eval.tasks import heatmaps
 from cmcr.model import ConnectedModel
 from cmcr.runtime import run_record, write_json
 from cmcr.spaces import load_space
 from cmcr.spaces.clip import PATCH_MODES
 from cmcr.world.concepts import CONCEPTS
+from cmcr.world.extend import compare_extend  # Ex-MCR's extend mode vs C-MCR (issue 13)
 from cmcr.world.generate import (WorldManifest, WorldSizes, generate_world, load_world,
                                  prune_media)
+from cmcr.world.regime import space_regime
 from cmcr.world.stages import FrozenEmbeddings, embed_world, prompt_embeddings, records_field
 from cmcr.world.toy_spaces import packaged_space_dir
 
 # splits no stage reads after they are embedded (the rest are served, drawn or re-read)
 EMBEDDED_ONLY = ("image_memory", "audio_memory", "paired_train")
 ABLATIONS = {"no_noise": {"use_noise": False}, "no_memory": {"use_memory": False},
-             "no_intra": {"use_intra": False}}
+             "no_pseudo_inter": {"use_pseudo_inter": False}, "no_intra": {"use_intra": False}}
+# paper component -> the ablation that removes it; its effect is cmcr minus that ablation
+COMPONENTS = {"noise": "no_noise", "memory": "no_memory", "pseudo_inter": "no_pseudo_inter",
+              "intra": "no_intra"}
+DIRECTIONS = ("audio_to_image", "image_to_audio")
+BOOTSTRAP_SEED = 0  # one fixed set of query resamples, shared by every method (paired)
 IMAGE_PROMPT = "a photo of a {}"
 AUDIO_PROMPT = "the sound of a {}"
 
@@ -148,9 +155,10 @@ def concept_positives(audio_concepts: list[str], image_concepts: list[str]) -> n
     return np.array(audio_concepts)[:, None] == np.array(image_concepts)[None, :]
 
 
-def both_directions(audio: np.ndarray, image: np.ndarray, positives: np.ndarray) -> dict[str, Any]:
-    return {"audio_to_image": metrics.retrieval_metrics(audio @ image.T, positives),
-            "image_to_audio": metrics.retrieval_metrics(image @ audio.T, positives.T)}
+def both_directions(similarity: np.ndarray, positives: np.ndarray) -> dict[str, Any]:
+    """audio->image and image->audio metrics of one (test audio, test images) similarity."""
+    return {"audio_to_image": metrics.retrieval_metrics(similarity, positives),
+            "image_to_audio": metrics.retrieval_metrics(similarity.T, positives.T)}
 
 
 def chance_both_directions(positives: np.ndarray) -> dict[str, Any]:
@@ -165,20 +173,87 @@ def project(model: ConnectedModel, space: str, rows: np.ndarray) -> np.ndarray:
     return model.project(space, rows).numpy()
 
 
+def method_similarities(models: dict[str, ConnectedModel], frozen: FrozenEmbeddings
+                        ) -> dict[str, np.ndarray]:
+    """(test audio, test images) similarity of every ranking method: the connected models, the
+    text pivot and the linear map."""
+    image, audio = frozen["test_image"], frozen["test_audio"]
+    similarities = {name: project(m, "clap", audio) @ project(m, "clip", image).T
+                    for name, m in models.items()}
+    clip_text, clap_text = frozen["clip_text"], frozen["clap_text"]
+    similarities["text_pivot"] = baselines.text_pivot(audio, clap_text, clip_text) @ image.T
+    linear = baselines.fit_linear_map(clap_text, clip_text)
+    similarities["linear_map"] = baselines.apply_linear_map(linear, audio) @ image.T
+    return similarities
+
+
+def per_query_scores(similarity: np.ndarray, positives: np.ndarray
+                     ) -> dict[str, dict[str, np.ndarray]]:
+    """direction -> metric -> (queries,) scores of one audio x image similarity matrix."""
+    return {"audio_to_image": intervals.per_query_retrieval(similarity, positives),
+            "image_to_audio": intervals.per_query_retrieval(similarity.T, positives.T)}
+
+
+def chance_per_query(positives: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """Each query's expected chance score (it depends on its number of positives)."""
+    def expected(matrix: np.ndarray) -> dict[str, np.ndarray]:
+        rows = [metrics.chance_retrieval_metrics(matrix.shape[1], int(count))
+                for count in matrix.sum(axis=1)]
+        return {key: np.array([row[key] for row in rows]) for key in rows[0]}
+    return {"audio_to_image": expected(positives), "image_to_audio": expected(positives.T)}
+
+
+def with_intervals(point: dict[str, float], per_query: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Point metrics plus ``ci95``: metric -> [low, high], a 95% percentile bootstrap over the
+    test queries (the same resamples for every method)."""
+    return {**point, "ci95": {key: intervals.bootstrap_interval(per_query[key], seed=BOOTSTRAP_SEED)
+                              for key in point}}
+
+
+def retrieval_with_intervals(models: dict[str, ConnectedModel], frozen: FrozenEmbeddings,
+                             positives: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    """metrics.json's ``methods`` (each metric with its interval) and every method's per-query
+    scores (method -> direction -> metric -> (queries,)), for paired comparisons."""
+    similarities = method_similarities(models, frozen)
+    scores = {name: per_query_scores(s, positives) for name, s in similarities.items()}
+    scores["chance"] = chance_per_query(positives)
+    points = {name: both_directions(s, positives) for name, s in similarities.items()}
+    points["chance"] = chance_both_directions(positives)
+    results = {name: {d: with_intervals(points[name][d], scores[name][d]) for d in DIRECTIONS}
+               for name in points}
+    return results, scores
+
+
 def emergent_retrieval(models: dict[str, ConnectedModel], frozen: FrozenEmbeddings,
                        positives: np.ndarray) -> dict[str, Any]:
     """audio<->image on the held-out pairs for every method (metrics.json's ``methods``)."""
-    image, audio = frozen["test_image"], frozen["test_audio"]
-    results = {name: both_directions(project(m, "clap", audio), project(m, "clip", image), positives)
-               for name, m in models.items()}
-    clip_text, clap_text = frozen["clip_text"], frozen["clap_text"]
-    results["text_pivot"] = both_directions(baselines.text_pivot(audio, clap_text, clip_text),
-                                            image, positives)
-    linear = baselines.fit_linear_map(clap_text, clip_text)
-    results["linear_map"] = both_directions(baselines.apply_linear_map(linear, audio), image,
-                                            positives)
-    results["chance"] = chance_both_directions(positives)
-    return results
+    return retrieval_with_intervals(models, frozen, positives)[0]
+
+
+def component_effects(scores: dict[str, Any]) -> dict[str, Any]:
+    """Each paper component's effect: C-MCR minus the ablation without it, per test query, with
+    a paired bootstrap interval and whether that interval excludes zero (metrics.json's
+    ``components``)."""
+    effects = {}
+    for component, ablation in COMPONENTS.items():
+        if "cmcr" not in scores or ablation not in scores:
+            continue
+        effects[component] = {"ablation": ablation, **{
+            direction: {key: intervals.paired_difference(values, scores[ablation][direction][key],
+                                                         seed=BOOTSTRAP_SEED)
+                        for key, values in scores["cmcr"][direction].items()}
+            for direction in DIRECTIONS}}
+    return effects
+
+
+def regime(spaces: dict[str, Any], world: WorldManifest, frozen: FrozenEmbeddings,
+           noise_var: float) -> dict[str, Any]:
+    """Each toy space's modality gap and matched-pair cosine on the test pairs (image with its
+    look caption, clip with its sound caption) and what C-MCR's noise leaves of a row."""
+    looks = spaces["clip"].embed("text", records_field(world, "test_pairs", "look_caption"))
+    sounds = spaces["clap"].embed("text", records_field(world, "test_pairs", "sound_caption"))
+    return {"clip": space_regime(frozen["test_image"], looks.numpy(), noise_var),
+            "clap": space_regime(frozen["test_audio"], sounds.numpy(), noise_var)}
 
 
 def _zero_shot_top1(rows: np.ndarray, prompts: np.ndarray, names: list[str],
@@ -288,6 +363,29 @@ def build_search_index(out_dir: Path, frozen: FrozenEmbeddings, progress: bool) 
                        progress=progress)
 
 
+def evaluate(models: dict[str, ConnectedModel], spaces: dict[str, Any], world: WorldManifest,
+             frozen: FrozenEmbeddings, patches: dict[str, torch.Tensor], positives: np.ndarray
+             ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Every measurement of metrics.json but ``seed`` and ``seconds``; and the heat maps."""
+    judged = {k: models[k] for k in ("cmcr", "paired_upper_bound")}
+    local, maps = localisation(judged, patches, world, frozen)
+    methods, scores = retrieval_with_intervals(models, frozen, positives)
+    results = {
+        "world": asdict(world.sizes),
+        "test_pairs": len(world.test_pairs),
+        "methods": methods,
+        "components": component_effects(scores),
+        "regime": regime(spaces, world, frozen, MethodConfig().noise_var),
+        "retention": retention(models["cmcr"], spaces, world, frozen),
+        "localisation": local,
+        "counterfactual": counterfactual(judged, world, frozen),
+    }
+    upper = methods["paired_upper_bound"]["audio_to_image"]["R@1"]
+    results["cmcr_to_upper_bound_R@1"] = (
+        methods["cmcr"]["audio_to_image"]["R@1"] / upper if upper else None)
+    return results, maps
+
+
 # -- the whole run -------------------------------------------------------------------------------
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None,
              progress: bool = True) -> dict[str, Any]:
@@ -314,20 +412,10 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None,
     with _timed(timings, "evaluate", progress):
         positives = concept_positives(records_field(world, "test_pairs", "concept"),
                                       records_field(world, "test_pairs", "concept"))
-        judged = {k: models[k] for k in ("cmcr", "paired_upper_bound")}
-        local, maps = localisation(judged, patches, world, frozen)
-        results = {
-            "seed": settings.seed,
-            "world": asdict(world.sizes),
-            "test_pairs": len(world.test_pairs),
-            "methods": emergent_retrieval(models, frozen, positives),
-            "retention": retention(models["cmcr"], spaces, world, frozen),
-            "localisation": local,
-            "counterfactual": counterfactual(judged, world, frozen),
-        }
-        upper = results["methods"]["paired_upper_bound"]["audio_to_image"]["R@1"]
-        results["cmcr_to_upper_bound_R@1"] = (
-            results["methods"]["cmcr"]["audio_to_image"]["R@1"] / upper if upper else None)
+        results, maps = evaluate(models, spaces, world, frozen, patches, positives)
+        results = {"seed": settings.seed, **results}
+        results["extend"] = compare_extend(out_dir, settings, frozen, spaces, world,
+                                           models["cmcr"], positives, progress)
     with _timed(timings, "figures", progress):
         write_figures(out_dir, world, frozen, models["cmcr"], maps, positives)
     with _timed(timings, "index", progress):

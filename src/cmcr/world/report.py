@@ -10,18 +10,86 @@ import numpy as np
 from cmcr.eval.figures import plot_heatmaps, pyplot
 from cmcr.model import ConnectedModel
 from cmcr.world.generate import WorldManifest
+from cmcr.world.regime import noise_cosine, random_unit_rows
+from cmcr.world.extend import extend_section
 from cmcr.world.stages import FrozenEmbeddings, records_field
 
 METHOD_ORDER = ["cmcr", "paired_upper_bound", "text_pivot", "linear_map", "no_noise",
-                "no_memory", "no_intra", "chance"]
+                "no_memory", "no_pseudo_inter", "no_intra", "chance"]
 COLUMNS = ["R@1", "R@5", "R@10", "mAP"]
+COMPONENT_NAMES = {"noise": "noise", "memory": "memory retrieval",
+                   "pseudo_inter": "pseudo-pair InfoNCE", "intra": "intra-space alignment"}
+# Published reference (a citation, not a measurement of ours): Liang et al., NeurIPS 2022, "Mind
+# the Gap". The authors' code (Weixin-Liang/Modality-Gap, Table_1_Implications_CLIP_Zero_Shot/
+# shifting/shift_features.ipynb) measures the gap as ||mean(image) - mean(text)|| and marks 0.8262
+# as its reference line; the paper's own text was not reachable here to confirm the figure for
+# ViT-B/32 on MSCOCO, and no matched-pair cosine was found in it.
+REAL_CLIP = {"name": "real CLIP ViT-B/32 (Liang et al. 2022, unconfirmed)", "dim": 512, "modality_gap": 0.82}
+
+
+def ordered_methods(results: dict[str, Any]) -> list[str]:
+    """The known methods in their usual order, then any other (e.g. added by a hook)."""
+    known = [m for m in METHOD_ORDER if m in results["methods"]]
+    return known + [m for m in results["methods"] if m not in METHOD_ORDER]
+
+
+def _with_interval(value: float, interval: list[float] | None, signed: bool = False) -> str:
+    point = f"{value:+.1f}" if signed else f"{value:.1f}"
+    return f"{point} [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else point
 
 
 def retrieval_table(results: dict[str, Any], direction: str, markdown: bool = False) -> str:
-    """Methods x R@1/R@5/R@10/mAP for one direction."""
-    methods = [m for m in METHOD_ORDER if m in results["methods"]]
-    rows = [[m] + [f"{results['methods'][m][direction][c]:.1f}" for c in COLUMNS] for m in methods]
+    """Methods x R@1/R@5/R@10/mAP for one direction, each with its 95% interval when known."""
+    rows = []
+    for method in ordered_methods(results):
+        values = results["methods"][method][direction]
+        ci = values.get("ci95", {})
+        rows.append([method] + [_with_interval(values[c], ci.get(c)) for c in COLUMNS])
     return _table(["method"] + COLUMNS, rows, markdown)
+
+
+def significant_components(results: dict[str, Any], direction: str = "audio_to_image",
+                           metric: str = "R@1") -> tuple[list[str], list[str]]:
+    """(components whose effect interval excludes zero, those whose interval holds it)."""
+    effects = results.get("components", {})
+    yes = [c for c, e in effects.items() if e[direction][metric]["significant"]]
+    return yes, [c for c in effects if c not in yes]
+
+
+def components_table(results: dict[str, Any], direction: str = "audio_to_image",
+                     markdown: bool = False) -> str:
+    """Each paper component's effect (C-MCR minus the ablation without it) with its paired
+    95% bootstrap interval; ``*`` marks an interval that excludes zero."""
+    rows = []
+    for component, effect in results["components"].items():
+        cells = [_with_interval(effect[direction][c]["effect"], effect[direction][c]["ci95"], True)
+                 + ("*" if effect[direction][c]["significant"] else "") for c in COLUMNS]
+        rows.append([COMPONENT_NAMES.get(component, component), effect["ablation"]] + cells)
+    return _table(["component", "removed in"] + COLUMNS, rows, markdown)
+
+
+def components_verdict(results: dict[str, Any]) -> str:
+    """One sentence: which components change audio->image R@1 significantly, which do not."""
+    yes, no = significant_components(results)
+    effects = results["components"]
+    describe = lambda names: ", ".join(  # noqa: E731
+        f"{COMPONENT_NAMES.get(c, c)} ({effects[c]['audio_to_image']['R@1']['effect']:+.1f})"
+        for c in names) or "none"
+    return (f"Significant at 95% on audio->image R@1 (paired bootstrap interval excludes 0): "
+            f"{describe(yes)}. Not significant: {describe(no)}.")
+
+
+def regime_table(results: dict[str, Any], markdown: bool = False) -> str:
+    """Each toy space's modality gap, matched-pair cosine and noise cosine, beside real CLIP."""
+    rows = [[f"toy {space.upper()}", str(r["dim"]), f"{r['modality_gap']:.2f}",
+             f"{r['matched_cosine']:.2f}", f"{r['noise_cosine']:.2f}"]
+            for space, r in results["regime"].items()]
+    variance = next(iter(results["regime"].values()))["noise_var"]
+    at_512 = noise_cosine(random_unit_rows(2000, REAL_CLIP["dim"]), variance)
+    rows.append([REAL_CLIP["name"], str(REAL_CLIP["dim"]), f"{REAL_CLIP['modality_gap']:.2f}",
+                 "not found", f"{at_512:.2f}"])
+    return _table(["space", "dim", "modality gap", "matched cosine",
+                   f"noise cosine (sigma^2 {variance:g})"], rows, markdown)
 
 
 def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
@@ -40,6 +108,23 @@ def _metric_rows(block: dict[str, dict[str, float]]) -> tuple[list[str], list[li
                                for name, values in block.items()]
 
 
+def evidence_text(results: dict[str, Any], markdown: bool = False) -> list[str]:
+    """The paper components' effects and the toy spaces' regime, when measured."""
+    parts = []
+    if results.get("components"):
+        parts += ["what each paper component adds to audio -> image (C-MCR minus the ablation "
+                  "without it, points; [95% paired bootstrap interval]; * excludes 0)",
+                  components_table(results, "audio_to_image", markdown), "",
+                  components_verdict(results), ""]
+    if results.get("regime"):
+        parts += ["regime of the toy spaces (test pairs: image with its look caption, clip with "
+                  "its sound caption); modality gap = ||mean(media) - mean(caption)||; noise "
+                  "cosine = mean cos(x, normalise(x + eps)); the last row's gap is published, "
+                  "its noise cosine measured on random 512-d unit rows",
+                  regime_table(results, markdown), ""]
+    return parts
+
+
 def summary_text(results: dict[str, Any], markdown: bool = False) -> str:
     """Everything the demo measured, as tables."""
     retention = results["retention"]
@@ -49,9 +134,11 @@ def summary_text(results: dict[str, Any], markdown: bool = False) -> str:
                        f"{retention['audio_text_top1']['joint']:.1f}"]]
     parts = [
         f"audio -> image retrieval, {results['test_pairs']} held-out pairs never seen in "
-        "training (percent; positives: images of the sound's concept)",
+        "training (percent; positives: images of the sound's concept; [95% bootstrap interval "
+        "over the test queries])",
         retrieval_table(results, "audio_to_image", markdown), "",
         "image -> audio retrieval", retrieval_table(results, "image_to_audio", markdown), "",
+        *evidence_text(results, markdown),
         "retention: zero-shot top-1 (percent) in the original space vs the joint space "
         f"(chance {retention['chance_top1']:.1f})",
         _table(["task", "original", "joint"], retention_rows, markdown), "",
@@ -74,11 +161,89 @@ def write_report(out_dir: Path, results: dict[str, Any]) -> Path:
         "ClapModel on audio/sound-caption pairs), connected by C-MCR through texts plus unpaired "
         "image and audio memories, judged on audio-image pairs no stage ever saw.", "",
         summary_text(results, markdown=True), "",
+        *([extend_section(results["extend"]), ""] if "extend" in results else []),
         "## Figures", "",
         "![retrieval](retrieval_grid.png)", "", "![similarity](similarity_matrix.png)", "",
         "![localisation](localisation.png)", "",
         "![localisation, value patches](localisation_values.png)", "", "![joint space](joint_space.png)", "",
         f"Time: {seconds}.", ""])
+    path = out_dir / "report.md"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# -- several world seeds --------------------------------------------------------------------------
+def _mean_std(summary: dict[str, Any], signed: bool = False) -> str:
+    mean = f"{summary['mean']:+.1f}" if signed else f"{summary['mean']:.1f}"
+    return f"{mean} ± {summary['std']:.1f}"
+
+
+def seeds_retrieval_table(summary: dict[str, Any], direction: str, markdown: bool = False) -> str:
+    """Methods x metrics as mean ± standard deviation over the world seeds."""
+    rows = [[m] + [_mean_std(summary["methods"][m][direction][c]) for c in COLUMNS]
+            for m in ordered_methods(summary)]
+    return _table(["method"] + COLUMNS, rows, markdown)
+
+
+def seeds_r1_table(summary: dict[str, Any], markdown: bool = False) -> str:
+    """audio->image R@1 of every method on every seed."""
+    methods = ordered_methods(summary)
+    rows = [[str(seed)] + [f"{summary['methods'][m]['audio_to_image']['R@1']['values'][i]:.1f}"
+                           for m in methods]
+            for i, seed in enumerate(summary["seeds"])]
+    return _table(["seed"] + methods, rows, markdown)
+
+
+def seeds_components_table(summary: dict[str, Any], markdown: bool = False) -> str:
+    """Each component's audio->image effect over seeds: mean ± std [95% t-interval], and on how
+    many seeds its own paired interval lay above (+) or below (-) zero."""
+    rows = []
+    for component, effect in summary["components"].items():
+        cells = []
+        for c in COLUMNS:
+            e = effect["audio_to_image"][c]
+            cells.append(f"{_mean_std(e, True)} [{e['ci95'][0]:+.1f}, {e['ci95'][1]:+.1f}] "
+                         f"({e['seeds_significant_positive']}+/{e['seeds_significant_negative']}-)")
+        rows.append([COMPONENT_NAMES.get(component, component), effect["ablation"]] + cells)
+    return _table(["component", "removed in"] + COLUMNS, rows, markdown)
+
+
+def seeds_verdict(summary: dict[str, Any]) -> str:
+    """Which components change audio->image R@1 significantly over the seeds (t-interval)."""
+    effects = {c: e["audio_to_image"]["R@1"] for c, e in summary["components"].items()}
+    if len(summary["seeds"]) < 3:
+        return "Too few seeds (fewer than 3) to judge significance over seeds."
+    named = lambda cs: ", ".join(  # noqa: E731
+        f"{COMPONENT_NAMES.get(c, c)} ({effects[c]['mean']:+.1f})" for c in cs) or "none"
+    yes = [c for c, e in effects.items() if e["ci95"][0] > 0 or e["ci95"][1] < 0]
+    return (f"Over {len(summary['seeds'])} world seeds, significant at 95% on audio->image R@1 "
+            f"(t-interval over seeds excludes 0): {named(yes)}. Not significant: "
+            f"{named([c for c in effects if c not in yes])}.")
+
+
+def seeds_summary_text(summary: dict[str, Any], markdown: bool = False) -> str:
+    """The multi-seed study as tables."""
+    ratio = summary["cmcr_to_upper_bound_R@1"]
+    parts = [f"audio -> image retrieval over world seeds {summary['seeds']} (percent, mean ± "
+             f"standard deviation over seeds; {summary['test_pairs'][0]} test pairs per seed)",
+             seeds_retrieval_table(summary, "audio_to_image", markdown), "",
+             "image -> audio retrieval", seeds_retrieval_table(summary, "image_to_audio", markdown),
+             "", "audio -> image R@1 per seed", seeds_r1_table(summary, markdown), ""]
+    if summary["components"]:
+        parts += ["what each paper component adds to audio -> image over seeds (points: mean ± "
+                  "std [95% t-interval over seeds] (seeds whose own paired interval is above / "
+                  "below 0))", seeds_components_table(summary, markdown), "",
+                  seeds_verdict(summary), ""]
+    parts.append(f"C-MCR reaches {100 * ratio['mean']:.0f}% ± {100 * ratio['std']:.0f}% of the "
+                 "paired upper bound's audio->image R@1.")
+    return "\n".join(parts)
+
+
+def write_seeds_report(out_dir: Path, summary: dict[str, Any]) -> Path:
+    """``report.md`` of a multi-seed study (each seed's own report is in ``seed-N/``)."""
+    links = ", ".join(f"[seed {s}](seed-{s}/report.md)" for s in summary["seeds"])
+    text = "\n".join([f"# cmcr demo — world seeds {summary['seeds']}", "",
+                      seeds_summary_text(summary, markdown=True), "", f"Each seed: {links}.", ""])
     path = out_dir / "report.md"
     path.write_text(text, encoding="utf-8")
     return path
