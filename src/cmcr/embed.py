@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from cmcr.atomic import atomic_write_text
 from cmcr.errors import CmcrError, InputError, StoreError
 from cmcr.processing import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS,
                               check_regular_file, read_texts, split_lines)
@@ -265,9 +266,7 @@ def error_line(record: dict[str, Any]) -> str:
 
 
 def _rewrite_errors(out: Path, errors: list[dict[str, Any]]) -> None:
-    tmp = out / (ERRORS_FILE + ".tmp")
-    tmp.write_text("".join(error_line(e) for e in errors), encoding="utf-8")
-    os.replace(tmp, out / ERRORS_FILE)
+    atomic_write_text(out / ERRORS_FILE, "".join(error_line(e) for e in errors))
 
 
 # -- the run -------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from cmcr.aggregate import PARTS, Pool, modality_centric_pool
+from cmcr.atomic import atomic_file
 from cmcr.config import ConnectConfig, ModelConfig, ProjectorConfig, SpaceSpec, extend_pair_names
 from cmcr.errors import ConfigError
 from cmcr.exmcr import extend_batch_loss
@@ -82,9 +83,8 @@ def cached_pool(config: ConnectConfig, queries: dict[str, EmbeddingStore],
                                  stores["leaf_memory"], stores["base_memory"],
                                  config.method.memory_temperature, sets)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(temporary, origin=pool.origin, **dict(zip(PARTS, pool.parts())))
-    os.replace(temporary, path)
+    with atomic_file(path, path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")) as tmp:
+        np.savez(tmp, origin=pool.origin, **dict(zip(PARTS, pool.parts())))
     return pool
 
 

@@ -26,6 +26,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from cmcr.atomic import atomic_file, atomic_write_text
 from cmcr.errors import StoreError
 
 MANIFEST = "store.json"
@@ -58,26 +59,8 @@ def _shard_name(kind: str, index: int, suffix: str) -> str:
     return f"{kind}-{index:05d}.{suffix}"
 
 
-@contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary name to write; it replaces ``path`` when done, and is removed when the
-    write fails (a full disk leaves no half-written file behind)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    with _atomic_file(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
 def _atomic_save_npy(path: Path, matrix: np.ndarray) -> None:
-    with _atomic_file(path) as tmp, open(tmp, "wb") as handle:
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, matrix)
 
 
@@ -448,18 +431,18 @@ class StoreWriter:
         entry = {"file": _shard_name("shard", index, "npy"), "rows": int(count),
                  "ids": _shard_name("ids", index, "jsonl")}
         _atomic_save_npy(self.path / entry["file"], np.ascontiguousarray(shard))
-        _atomic_write_text(self.path / entry["ids"], "".join(json.dumps(i) + "\n" for i in ids))
+        atomic_write_text(self.path / entry["ids"], "".join(json.dumps(i) + "\n" for i in ids))
         if self.info.has_metadata:
             meta, self._pending_meta = self._pending_meta[:count], self._pending_meta[count:]
             entry["meta"] = _shard_name("meta", index, "jsonl")
-            _atomic_write_text(self.path / entry["meta"],
+            atomic_write_text(self.path / entry["meta"],
                                "".join(json.dumps(m, sort_keys=True) + "\n" for m in meta))
         self.info.shards.append(entry)
         self.info.num_rows += int(count)
         self._write_manifest()
 
     def _write_manifest(self) -> None:
-        _atomic_write_text(self.path / MANIFEST, json.dumps(self.info.to_json(), indent=2) + "\n")
+        atomic_write_text(self.path / MANIFEST, json.dumps(self.info.to_json(), indent=2) + "\n")
 
     def close(self) -> EmbeddingStore:
         """Write the last partial shard, mark the store complete and open it for reading."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cmcr.config import MethodConfig, TrainConfig
+from cmcr.atomic import atomic_file
 from cmcr.errors import CheckpointError, TrainingError
 from cmcr.method import add_noise, cmcr_loss
 from cmcr.model import ConnectedModel
@@ -210,13 +210,8 @@ def _save_checkpoint(out_dir: Path, settings: dict, epoch: int, model, optimizer
     state = {"epoch": epoch, "settings": json.dumps(settings, sort_keys=True),
              "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict()}
-    tmp = out_dir / (CHECKPOINT_NAME + ".tmp")
-    try:
+    with atomic_file(out_dir / CHECKPOINT_NAME) as tmp:  # a full disk keeps the last epoch's
         torch.save(state, tmp)
-        os.replace(tmp, out_dir / CHECKPOINT_NAME)
-    except BaseException:  # a full disk leaves the previous epoch's checkpoint, no partial file
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _load_checkpoint(out_dir: Path, settings: dict, model, optimizer, scheduler) -> int:

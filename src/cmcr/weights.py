@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from cmcr.atomic import atomic_file
 from cmcr.errors import CheckpointError
 
 DTYPE_CODES: dict[torch.dtype, str] = {
@@ -41,14 +42,10 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path,
     order = sorted(blobs, key=lambda name: (-blobs[name].element_size(), name))
     header = _header(blobs, order, metadata)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(struct.pack("<Q", len(header)) + header)
-            for name in order:
-                handle.write(blobs[name].reshape(-1).view(torch.uint8).numpy().tobytes())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_file(path, temporary) as tmp, open(tmp, "wb") as handle:
+        handle.write(struct.pack("<Q", len(header)) + header)
+        for name in order:
+            handle.write(blobs[name].reshape(-1).view(torch.uint8).numpy().tobytes())
     return path
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from cmcr.atomic import atomic_file
 from cmcr.errors import ConfigError, MissingDependencyError, StoreError
 
 EXACT_MAX_ROWS = 100_000
@@ -233,9 +234,8 @@ def scans_most_lists(plan: IndexPlan, value: int | None) -> bool:
 
 def write_index(index: Any, path: Path) -> None:
     """Write atomically (a temporary name, then a rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    require_faiss().write_index(index, str(tmp))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        require_faiss().write_index(index, str(tmp))
 
 
 def to_gpu_if_present(index: Any, device: str = "auto") -> Any:

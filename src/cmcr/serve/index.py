@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import sys
 import threading
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from cmcr.atomic import atomic_write_text
 from cmcr.errors import CheckpointError, CmcrError, ConfigError, StoreError
 from cmcr.serve import ann
 from cmcr.serve.records import StringTable, StringTableWriter
@@ -160,9 +160,7 @@ def read_manifest(directory: Path) -> IndexManifest:
 
 
 def write_manifest(directory: Path, manifest: IndexManifest) -> None:
-    tmp = directory / (INDEX_FILE + ".tmp")
-    tmp.write_text(json.dumps(manifest.to_json(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, directory / INDEX_FILE)
+    atomic_write_text(directory / INDEX_FILE, json.dumps(manifest.to_json(), indent=2) + "\n")
 
 
 def check_page(k: int, offset: int) -> None:
