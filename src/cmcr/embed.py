@@ -364,15 +364,14 @@ def _local_batches(space: Space, modality: str, items: Sequence[InputItem], star
 
 @contextlib.contextmanager
 def full_disk_stops_cleanly(out: Path, writer: StoreWriter) -> Iterator[None]:
-    """A full disk (or quota) ends the run with a message, no half-written files, and the
-    store's finished shards kept as the resume point."""
+    """A full disk (or quota) ends the run with a message and the store's finished shards kept
+    as the resume point (every store file is written by cmcr.atomic, which removes its
+    temporary when a write fails)."""
     try:
         yield
     except OSError as err:
         if not _disk_full(err, out):
             raise
-        for leftover in out.glob("*.tmp"):
-            leftover.unlink(missing_ok=True)
         raise StoreError(f"{out}: the disk is full (writing {err.filename or 'the store'}); "
                          f"{writer.num_rows} rows are safely stored: free some space and re-run "
                          "the same command to resume") from None
