@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from cmcr.eval import intervals, metrics
-from cmcr.world.regime import matched_cosine, modality_gap, noise_cosine, random_unit_rows
+from cmcr.world.regime import (effective_dim, matched_cosine, modality_gap, noise_cosine,
+                               random_unit_rows)
 
 
 def test_per_query_scores_average_to_the_retrieval_metrics():
@@ -95,3 +96,13 @@ def test_noise_cosine_follows_the_dimension(dim):
     expected = 1.0 / np.sqrt(1.0 + dim * 0.004)  # |eps|^2 ~ d sigma^2, nearly orthogonal to x
     assert noise_cosine(rows, 0.004) == pytest.approx(expected, abs=0.01)
     assert noise_cosine(rows, 0.0) == pytest.approx(1.0)
+
+
+def test_effective_dim_counts_the_directions_rows_use():
+    rng = np.random.default_rng(0)
+    isotropic = rng.standard_normal((20000, 8))
+    assert effective_dim(isotropic) == pytest.approx(8.0, rel=0.02)
+    line = np.outer(rng.standard_normal(500), np.ones(6))
+    assert effective_dim(line) == pytest.approx(1.0, abs=1e-6)
+    two_of_four = np.concatenate([rng.standard_normal((20000, 2)), np.zeros((20000, 2))], axis=1)
+    assert effective_dim(two_of_four) == pytest.approx(2.0, rel=0.02)

@@ -13,6 +13,8 @@ import soundfile
 from PIL import Image
 
 from cmcr.errors import CmcrError
+from cmcr.world.concepts import CONCEPT_COUNT
+from cmcr.world.regime import same_meaning_partners
 from cmcr.world import (CONCEPTS, SPLIT_NAMES, WorldSizes, concept_by_name, generate_world,
                         load_world, look_caption, render_audio, render_image, sound_caption)
 
@@ -72,18 +74,35 @@ def test_splits_have_requested_sizes_and_disjoint_files(world):
 
 
 def test_every_concept_is_distinguishable_by_look_and_by_sound():
-    assert len(CONCEPTS) >= 32
+    assert len(CONCEPTS) == CONCEPT_COUNT >= 128
     assert len({c.name for c in CONCEPTS}) == len(CONCEPTS)
     assert len({c.look_signature for c in CONCEPTS}) == len(CONCEPTS)
     assert len({c.sound_signature for c in CONCEPTS}) == len(CONCEPTS)
     for a, b in itertools.combinations(CONCEPTS, 2):
-        assert (a.shape, a.colour_name) != (b.shape, b.colour_name), (a.name, b.name)
         if (a.timbre, a.rhythm) == (b.timbre, b.rhythm):  # then pitch must tell them apart
             assert max(a.pitch, b.pitch) / min(a.pitch, b.pitch) > 1.2, (a.name, b.name)
         assert not set(a.names) & set(b.names), (a.name, b.name)
     colours = np.array([c.colour for c in {c.colour_name: c for c in CONCEPTS}.values()], float)
     distances = np.linalg.norm(colours[:, None] - colours[None], axis=-1)
     assert distances[~np.eye(len(colours), dtype=bool)].min() > 75
+
+
+def test_generated_concepts_are_fixed_pronounceable_and_keep_the_hand_made_ones():
+    assert [c.name for c in CONCEPTS[:3]] == ["bell", "dog", "drum"]
+    generated = CONCEPTS[32:]
+    assert all(re.fullmatch(r"([bdfgklmnprstvz][aeiou]){2,3}", word)
+               for c in generated for word in c.names)
+    assert [c.name for c in generated[:3]] == ["refa", "fosi", "patu"]  # NAME_SEED pins them
+    assert all(c.noise_band is not None for c in generated if c.timbre == "noise")
+    assert all(c.noise_band is None for c in generated if c.timbre != "noise")
+
+
+def test_same_meaning_partners_counts_identical_concept_sets_in_a_batch():
+    sets = [["a"], ["a"], ["b"], ["b", "c"], ["c", "b"], ["d"]]
+    # pairs with the same set: (0,1), (3,4) -> 2 ordered pairs each of 30 ordered pairs
+    assert same_meaning_partners(sets, 6) == pytest.approx(5 * 4 / 30)
+    assert same_meaning_partners(sets, 100) == pytest.approx(5 * 4 / 30)  # capped at the pool
+    assert same_meaning_partners([["a"], ["b"]], 2) == 0.0
 
 
 def test_unknown_concept_name_lists_the_known_ones():

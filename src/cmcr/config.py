@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import yaml
 
 from cmcr.errors import ConfigError
+from cmcr.recipes import DEFAULT_RECIPE, RECIPES
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,28 @@ class MethodConfig(Checked):
     use_memory: bool = True  # False: no pseudo pairs, hence no pseudo-pair and no intra term
     use_pseudo_inter: bool = True  # InfoNCE between the pseudo pair (f_a(v), f_b(a))
     use_intra: bool = True
+    # Recipe options (docs/recipes.md; `recipe: cmcr+`); None keeps the paper's behaviour.
+    # noise sigma^2 = (1/c^2 - 1)/d, so E cos(x, noised x) ~ c in any dim d (replaces noise_var)
+    noise_cosine: float | None = ranged(None, 0, 1, low_open=True, high_open=True)
+    # InfoNCE drops from its denominators pairs whose raw texts' cosine exceeds this in both spaces
+    same_text_threshold: float | None = ranged(None, -1, 1)
+    # InfoNCE soft targets softmax(c/t), c: raw texts' cosine (the smaller of both spaces')
+    soft_target_temperature: float | None = ranged(None, 0, low_open=True)
+    # 2: retrieve the pseudo pairs again in round 1's joint space, then train afresh on them
+    pseudo_rounds: int = ranged(1, 1, 2)
+
+    def recipe_changes(self) -> dict[str, Any]:
+        """The recipe options (RECIPE_METHOD_KEYS) that differ from the paper's behaviour."""
+        return {key: getattr(self, key) for key in RECIPE_METHOD_KEYS
+                if getattr(self, key) != _RECIPE_DEFAULTS[key]}
+
+
+# MethodConfig keys added after checkpoints recorded their settings: left out of a checkpoint's
+# settings while they hold their default, so older checkpoints still resume.
+RECIPE_METHOD_KEYS = ("noise_cosine", "same_text_threshold", "soft_target_temperature",
+                      "pseudo_rounds")
+_RECIPE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MethodConfig)
+                    if f.name in RECIPE_METHOD_KEYS}
 
 
 @dataclass
@@ -202,6 +225,7 @@ class ConnectConfig:
     spaces: dict[str, SpaceDataConfig]
     shared_modality: str = "text"
     mode: str = "cmcr"  # "cmcr": both spaces into a new one; "extend": the leaf into the base
+    recipe: str = DEFAULT_RECIPE  # a name in cmcr.recipes.RECIPES: fills the method's defaults
     train: TrainConfig = field(default_factory=TrainConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
@@ -215,6 +239,11 @@ class ConnectConfig:
             )
         if self.mode not in MODES:
             raise ConfigError(f"'mode' must be one of {', '.join(MODES)}, got {shown(self.mode)}")
+        check_recipe(self.recipe)
+        if self.mode == "extend" and (self.recipe != DEFAULT_RECIPE or self.method.recipe_changes()):
+            raise ConfigError(f"recipes tune C-MCR's objective; extend mode takes 'recipe: "
+                              f"{DEFAULT_RECIPE}' and none of the method keys "
+                              f"{', '.join(RECIPE_METHOD_KEYS)}")
         if self.mode == "extend":
             check_extend(self)
 
@@ -248,6 +277,22 @@ class ConnectConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ConnectConfig":
         return from_dict(cls, data)
+
+
+def check_recipe(name: Any) -> None:
+    if not isinstance(name, str) or name not in RECIPES:
+        raise ConfigError(f"unknown recipe {shown(name)} in 'recipe'; known recipes: "
+                          + ", ".join(RECIPES))
+
+
+def _apply_recipe(data: dict[str, Any]) -> dict[str, Any]:
+    """A connect mapping whose ``method`` is the recipe's overrides, then its own keys."""
+    name = data.get("recipe", DEFAULT_RECIPE)
+    check_recipe(name)
+    method = data.get("method")
+    if RECIPES[name] and (method is None or isinstance(method, Mapping)):
+        data["method"] = {**RECIPES[name], **(method or {})}
+    return data
 
 
 def extend_pair_names(shared: str, leaf_memory: str, base_memory: str) -> list[str]:
@@ -335,6 +380,8 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     data = dict(data)
     if cls is ProjectorConfig and data.get("preset") is not None:
         data = _apply_preset(data, label)
+    if cls is ConnectConfig:
+        data = _apply_recipe(data)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))

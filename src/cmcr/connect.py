@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cmcr.config import ConnectConfig, ModelConfig, RetrievalConfig, SpaceSpec, save_config
 from cmcr.errors import StoreError
 from cmcr.extend import train_extend
 from cmcr.model import ConnectedModel
-from cmcr.retrieval import Retriever, cached_pseudo_embeddings, retrieve_pseudo_embeddings
+from cmcr.retrieval import (Retriever, as_store, cached_pseudo_embeddings,
+                            retrieve_pseudo_embeddings)
 from cmcr.runtime import resolve_device, run_record, seed_everything, write_json
 from cmcr.store import EmbeddingStore, open_store
 from cmcr.train import TrainingData, train_projectors
@@ -130,5 +133,40 @@ def _train_cmcr(config: ConnectConfig, queries: dict[str, EmbeddingStore],
                         queries=tuple(queries[n] for n in config.space_names), pseudo=pseudo)
     seed_everything(config.train.seed)  # the projectors' initialisation depends on it
     model = build_model(config, queries)
-    return train_projectors(model, data, config.train, config.method, out_dir / "training",
-                            resume=resume, device=device, progress=progress, label=label)
+    model = train_projectors(model, data, config.train, config.method, out_dir / "training",
+                             resume=resume, device=device, progress=progress, label=label)
+    if pseudo is None or config.method.pseudo_rounds < 2:
+        return model
+    # Round 2 (a recipe option): pseudo pairs retrieved again in round 1's joint space, then
+    # fresh projectors trained on them.
+    data.pseudo = tuple(as_store(joint_space_pseudo(model, name, queries[name], memories[name],
+                                                    config.method.memory_temperature,
+                                                    config.method.memory_top_k))
+                        for name in config.space_names)
+    seed_everything(config.train.seed)
+    model = build_model(config, queries)
+    return train_projectors(model, data, config.train, config.method, out_dir / "training-round2",
+                            resume=resume, device=device, progress=progress,
+                            label=f"{label} (round 2)")
+
+
+def joint_space_pseudo(model: ConnectedModel, space: str, queries: EmbeddingStore,
+                       memory: EmbeddingStore, temperature: float, top_k: int | None,
+                       chunk: int = 4096) -> np.ndarray:
+    """Pseudo partners whose softmax weights come from the joint space (projected query .
+    projected memory / tau, over the top-k or the whole memory) but which average the *raw*
+    unit memory rows, as the projectors take them. Holds the memory in RAM."""
+    memory_rows = torch.from_numpy(np.ascontiguousarray(memory.to_numpy(), dtype=np.float32))
+    joint_memory = model.project(space, memory_rows)
+    raw_memory = F.normalize(memory_rows, dim=1).to(joint_memory.device)
+    result = np.empty((len(queries), queries.dim), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(queries), chunk):
+            joint = model.project(space, queries.rows(start, start + chunk))
+            scores = joint @ joint_memory.T / temperature
+            if top_k is not None and top_k < scores.shape[1]:
+                values, index = scores.topk(top_k, dim=1)
+                scores = torch.full_like(scores, float("-inf")).scatter_(1, index, values)
+            weights = torch.softmax(scores, dim=1)
+            result[start:start + len(weights)] = (weights @ raw_memory).cpu().numpy()
+    return result

@@ -17,10 +17,10 @@ from typing import Any, Callable, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from cmcr.config import MethodConfig, TrainConfig
+from cmcr.config import RECIPE_METHOD_KEYS, MethodConfig, TrainConfig
 from cmcr.atomic import atomic_file
 from cmcr.errors import CheckpointError, TrainingError
-from cmcr.method import add_noise, cmcr_loss
+from cmcr.method import add_noise, cmcr_loss, noise_variance, text_agreement
 from cmcr.model import ConnectedModel
 from cmcr.store import EmbeddingStore
 
@@ -97,10 +97,14 @@ BatchLoss = Callable[[ConnectedModel, list[torch.Tensor], torch.Generator], Any]
 
 
 def cmcr_batch_loss(names: tuple[str, ...], method: MethodConfig) -> BatchLoss:
-    """C-MCR's batch loss: noise, both projectors, :func:`cmcr.method.cmcr_loss`."""
+    """C-MCR's batch loss: noise, both projectors, :func:`cmcr.method.cmcr_loss` (fed the raw
+    texts' agreement when the recipe's InfoNCE targets need it)."""
+    uses_agreement = (method.same_text_threshold is not None
+                      or method.soft_target_temperature is not None)
+
     def loss(model: ConnectedModel, batch: list[torch.Tensor], generator: torch.Generator) -> Any:
-        variance = method.noise_var if method.use_noise else 0.0
-        noisy = [add_noise(rows, variance, generator) for rows in batch]
+        noisy = [add_noise(rows, noise_variance(method, rows.shape[-1]), generator)
+                 for rows in batch]
         projected = []
         for side, name in enumerate(names):
             rows = [noisy[side]] + ([noisy[2 + side]] if len(noisy) == 4 else [])
@@ -111,12 +115,17 @@ def cmcr_batch_loss(names: tuple[str, ...], method: MethodConfig) -> BatchLoss:
             projected.append(output.split(len(noisy[side])))
         pseudo_a = projected[0][1] if len(projected[0]) > 1 else None
         pseudo_b = projected[1][1] if len(projected[1]) > 1 else None
-        return cmcr_loss(projected[0][0], projected[1][0], pseudo_a, pseudo_b, method)
+        agreement = text_agreement(batch[0], batch[1]) if uses_agreement else None
+        return cmcr_loss(projected[0][0], projected[1][0], pseudo_a, pseudo_b, method, agreement)
     return loss
 
 
 def _settings(train: TrainConfig, method: MethodConfig, model: ConnectedModel) -> dict[str, Any]:
-    return {"train": dataclasses.asdict(train), "method": dataclasses.asdict(method),
+    # recipe keys at their default are left out, so checkpoints made before them still resume
+    changed = method.recipe_changes()
+    recorded = {key: value for key, value in dataclasses.asdict(method).items()
+                if key not in RECIPE_METHOD_KEYS or key in changed}
+    return {"train": dataclasses.asdict(train), "method": recorded,
             "projectors": {k: dataclasses.asdict(v) for k, v in model.config.projectors.items()}}
 
 

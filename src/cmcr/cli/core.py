@@ -37,6 +37,7 @@ memories are unpaired embeddings of the other modalities.
 
 Ablations switch parts off: --set method.use_noise=false, method.use_memory=false,
 method.use_intra=false, method.use_pseudo_inter=false.
+Recipes: 'recipe: cmcr+' (or --set recipe=cmcr+) fills the method's defaults (docs/recipes.md).
 
 Extend mode (Ex-MCR): 'mode: extend' keeps the base space (extend.base; default: the first
 space) frozen and trains a head for the other (leaf) space into it, on queries from the shared

@@ -10,17 +10,17 @@ from cmcr.cli.args import POSITIVE, SEED, WORLD_SCALE
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
 DEMO_HELP = """\
-Run the whole C-MCR story offline in the built-in generated world (about a minute and a half and
-90 MB of disk on an idle 2-core machine; re-running reuses the world and the embeddings already
-in OUT).
+Run the whole C-MCR story offline in the built-in generated world (about three and a half
+minutes and 520 MB of disk on an idle 2-core machine; re-running reuses the world and the
+embeddings already in OUT). --paper trains with the paper's own head, batch and epochs instead (longer).
 
 A toy CLIP (a transformers CLIPModel trained on images and look captions) and a toy CLAP (a
 ClapModel trained on audio and sound captions, on different data) ship inside cmcr. The demo
 generates the world, embeds it with both, connects them through texts plus unpaired image and
 audio memories only, and judges audio<->image retrieval on held-out pairs no stage ever saw,
 against chance, a text pivot, a linear map fitted through texts, C-MCR with each part removed,
-and a paired upper bound; plus retention, sound-source localisation and counterfactual
-recognition.
+the cmcr+ recipe (and it without each of its additions), and paired upper bounds; plus
+retention, sound-source localisation, counterfactual recognition and Ex-MCR's extend mode.
 
 OUT receives metrics.json (schema in the README), report.md, figures (retrieval_grid.png,
 similarity_matrix.png, localisation.png, localisation_values.png, joint_space.png), and index/:
@@ -36,6 +36,7 @@ example:
   cmcr serve runs/demo          # then open http://127.0.0.1:8000 and drop a world clip
   cmcr demo --out runs/demo-seed3 --seed 3 --scale 0.5
   cmcr demo --out runs/seeds --seeds 0,1,2,3,4
+  cmcr demo --out runs/paper --paper
 """
 
 
@@ -62,7 +63,14 @@ def register(subparsers) -> None:
                              "reused) and report the mean and spread over them")
     demo.add_argument("--scale", type=WORLD_SCALE, default=1.0,
                       help="multiply every world split's size (e.g. 0.25 for a quick run)")
-    demo.add_argument("--epochs", type=POSITIVE, default=None, help="connection epochs (default: 30)")
+    demo.add_argument("--paper", action="store_true",
+                      help="train as the paper does: the 512-1024-512 head, batch 4096, 36 epochs "
+                           "(tau 0.01, sigma^2 0.004 and lambda 0.1 are the default's too); "
+                           "C-MCR, cmcr+ and their paired upper bounds, about 40 minutes on one thread")
+    demo.add_argument("--extend-ablations", action="store_true",
+                      help="also train extend mode's two ablations (README section 3a)")
+    demo.add_argument("--epochs", type=POSITIVE, default=None,
+                      help="connection epochs (default: 12; 36 with --paper)")
     demo.add_argument("--spaces", default=None,
                       help="directory with toy-clip/ and toy-clap/ (default: the shipped ones)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -76,7 +84,7 @@ def _register_world(subparsers) -> None:
         description="The built-in generated world.\n\nexample:\n"
                     "  cmcr world generate --out runs/world --seed 0\n"
                     "  cmcr world preview runs/world --out preview.png\n"
-                    "  cmcr world train-spaces --out runs/spaces   # reproduces the shipped weights",
+                    "  cmcr --threads 1 world train-spaces --out runs/spaces   # the shipped weights",
         formatter_class=FORMATTER)
     actions = parser.add_subparsers(dest="world_command", metavar="ACTION")
     generate = actions.add_parser("generate", help="write the world's images, audio and captions",
@@ -97,8 +105,9 @@ def _register_world(subparsers) -> None:
     train = actions.add_parser(
         "train-spaces", help="train the toy CLIP and CLAP from scratch",
         description="Generate the seed-0 world and train the toy CLIP and CLAP on their disjoint "
-                    "splits: this is how the weights shipped in cmcr were made (a few minutes on "
-                    "2 CPU cores).\n\nexample:\n  cmcr world train-spaces --out runs/spaces\n"
+                    "splits: this is how the weights shipped in cmcr were made (one thread, "
+                    "13-20 minutes on a 2-core CPU; the same bytes with --threads 1 on the same "
+                    "kind of CPU).\n\nexample:\n  cmcr --threads 1 world train-spaces --out runs/spaces\n"
                     "  cmcr demo --spaces runs/spaces --out runs/demo",
         formatter_class=FORMATTER)
     train.add_argument("--out", required=True, help="receives toy-clip/ and toy-clap/")
@@ -123,10 +132,13 @@ def _sizes(scale: float):
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    from cmcr.world.demo import DemoSettings, run_demo
+    from cmcr.world.demo import DemoSettings, paper_settings, run_demo
     from cmcr.world.report import summary_text
 
     settings = DemoSettings(seed=args.seed, sizes=_sizes(args.scale), spaces_dir=args.spaces)
+    settings.extend_ablations = args.extend_ablations
+    if args.paper:
+        settings = paper_settings(settings)
     if args.epochs is not None:
         settings.epochs = args.epochs
     if args.seeds is not None:

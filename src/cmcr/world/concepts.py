@@ -1,13 +1,18 @@
 """The concepts of the generated world: each one has a look (for images) and a sound (for audio).
 
-Concepts are data, not code: one frozen row each. Every pair of concepts differs in shape or
-colour (the rows follow shape = i mod 10, colour = i mod 11) and in timbre, rhythm or pitch, so a
-toy CLIP and a toy CLAP can tell them all apart; captions name them by name or synonym.
+The first 32 are written by hand (bell, dog, drum, ...); the rest, up to ``CONCEPT_COUNT``, are
+generated from a fixed seed with made-up names and one synonym each ("refa" or "rizamu") so a batch of thousands of captions
+holds few same-meaning pairs, as real caption corpora do. Concept ``i`` looks like
+(shape i mod 10, colour i mod 11, texture i mod 4): every look is distinct for i < 220. Sounds
+differ in timbre, rhythm or pitch (same timbre and rhythm: pitches more than 1.25x apart), so a toy
+CLIP and a toy CLAP can tell them apart; captions name them by name or synonym.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 from cmcr.errors import CmcrError
 
@@ -151,6 +156,64 @@ CONCEPTS: tuple[Concept, ...] = (
       346, "noise", "rising", "roars", "roaring", (100, 1200), "the"),
 )
 del C
+HAND_MADE = len(CONCEPTS)
+CONCEPT_COUNT = 128  # < 220, so every (shape, colour, texture) look stays distinct
+NAME_SEED = 20231  # the made-up names and the generated sounds come from this seed alone
+PITCHES = (160.0, 280.0, 490.0, 860.0, 1500.0, 2600.0)  # Hz; generated sounds pick from these
+MIN_PITCH_RATIO = 1.25
+ONSETS = "b d f g k l m n p r s t v z".split()
+VOWELS = "a e i o u".split()
+
+
+def _made_up_words(count: int, taken: set[str], rng: np.random.Generator) -> list[str]:
+    """``count`` distinct pronounceable words of 2-3 syllables, none of them in ``taken``."""
+    words: list[str] = []
+    while len(words) < count:
+        syllables = int(rng.integers(2, 4))
+        word = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) for _ in range(syllables))
+        if word not in taken:
+            taken.add(word)
+            words.append(word)
+    return words
+
+
+def _free_pitch(timbre: str, rhythm: str, start: int, made: list[Concept]) -> float:
+    """The first pitch of ``PITCHES`` (from ``start``, cycling) no concept with the same timbre
+    and rhythm sits within ``MIN_PITCH_RATIO`` of."""
+    used = [c.pitch for c in made if (c.timbre, c.rhythm) == (timbre, rhythm)]
+    for step in range(len(PITCHES)):
+        pitch = PITCHES[(start + step) % len(PITCHES)]
+        if all(max(pitch, u) / min(pitch, u) > MIN_PITCH_RATIO for u in used):
+            return pitch
+    raise CmcrError(f"no free pitch left for a {rhythm} {timbre} sound; lower CONCEPT_COUNT")
+
+
+def _generated_concept(index: int, name: str, synonyms: tuple[str, ...],
+                       made: list[Concept]) -> Concept:
+    """Concept ``index`` (>= HAND_MADE): look from the index, sound from the free (timbre,
+    rhythm, pitch) cells, verbs borrowed from the hand-made concepts."""
+    j = index - HAND_MADE
+    timbre, rhythm = TIMBRES[j % len(TIMBRES)], RHYTHMS[(j // len(TIMBRES)) % len(RHYTHMS)]
+    pitch = _free_pitch(timbre, rhythm, j // (len(TIMBRES) * len(RHYTHMS)), made)
+    band = (round(pitch / 1.6), round(pitch * 1.6)) if timbre == "noise" else None
+    verbs = made[j % HAND_MADE]
+    return Concept(name, synonyms, SHAPES[index % len(SHAPES)], tuple(COLOURS)[index % len(COLOURS)],
+                   TEXTURES[index % len(TEXTURES)], pitch, timbre, rhythm, verbs.sound_verb,
+                   verbs.sound_gerund, band)
+
+
+def _with_generated(hand_made: tuple[Concept, ...], count: int) -> tuple[Concept, ...]:
+    rng = np.random.default_rng(NAME_SEED)
+    taken = {word for c in hand_made for word in c.names}
+    words = _made_up_words(2 * (count - len(hand_made)), taken, rng)
+    made = list(hand_made)
+    for index in range(len(hand_made), count):
+        name, synonym = words[2 * (index - len(hand_made)):2 * (index - len(hand_made)) + 2]
+        made.append(_generated_concept(index, name, (synonym,), made))
+    return tuple(made)
+
+
+CONCEPTS = _with_generated(CONCEPTS, CONCEPT_COUNT)
 
 
 def concept_by_name(name: str) -> Concept:

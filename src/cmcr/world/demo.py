@@ -23,6 +23,7 @@ from cmcr.errors import CmcrError
 from cmcr.eval import baselines, intervals, metrics
 from cmcr.eval.tasks import heatmaps
 from cmcr.model import ConnectedModel
+from cmcr.recipes import RECIPE_ADDITIONS, RECIPES
 from cmcr.runtime import run_record, write_json
 from cmcr.spaces import load_space
 from cmcr.spaces.clip import PATCH_MODES
@@ -30,7 +31,7 @@ from cmcr.world.concepts import CONCEPTS
 from cmcr.world.extend import compare_extend  # Ex-MCR's extend mode vs C-MCR (issue 13)
 from cmcr.world.generate import (WorldManifest, WorldSizes, generate_world, load_world,
                                  prune_media)
-from cmcr.world.regime import space_regime
+from cmcr.world.regime import same_meaning_partners, space_regime
 from cmcr.world.stages import FrozenEmbeddings, embed_world, prompt_embeddings, records_field
 from cmcr.world.toy_spaces import packaged_space_dir
 
@@ -42,6 +43,9 @@ ABLATIONS = {"no_noise": {"use_noise": False}, "no_memory": {"use_memory": False
 COMPONENTS = {"noise": "no_noise", "memory": "no_memory", "pseudo_inter": "no_pseudo_inter",
               "intra": "no_intra"}
 DIRECTIONS = ("audio_to_image", "image_to_audio")
+PLUS = "cmcr+"  # the recipe that beat the paper's on held-out world seeds (cmcr.recipes)
+PLUS_BOUND = "paired_upper_bound+"  # the paired upper bound trained with cmcr+'s objective
+MEMORY_KEYS = ("pseudo_rounds", "memory_top_k", "memory_temperature")  # meaningless for pairs
 BOOTSTRAP_SEED = 0  # one fixed set of query resamples, shared by every method (paired)
 IMAGE_PROMPT = "a photo of a {}"
 AUDIO_PROMPT = "the sound of a {}"
@@ -49,17 +53,38 @@ AUDIO_PROMPT = "the sound of a {}"
 
 @dataclass
 class DemoSettings:
-    """What the demo runs; the connection uses the paper's method settings."""
+    """What the demo runs. The method keeps the paper's sigma^2 (0.004), tau (0.01) and lambda
+    (0.1); the default shrinks the head, the batch and the epochs to fit a few CPU minutes, and
+    :func:`paper_settings` restores them (the paper's 512-1024-512 head, batch 4096, 36 epochs)."""
 
     seed: int = 0
     sizes: WorldSizes = field(default_factory=WorldSizes)
-    epochs: int = 30
+    epochs: int = 12
     batch_size: int = 256
-    temperature: float = 0.05  # InfoNCE temperature (see README: 0.01 is tuned for batch 4096)
-    projector: dict[str, Any] = field(default_factory=lambda: {"hidden": 256, "out_dim": 32,
+    temperature: float = 0.01  # the paper's InfoNCE temperature
+    projector: dict[str, Any] = field(default_factory=lambda: {"hidden": 512, "out_dim": 256,
                                                                "layers": 2})
     spaces_dir: str | None = None  # toy spaces; default: the weights shipped in the package
     workers: int = 0
+    ablations: bool = True  # each paper component's ablation and the extend-mode comparison
+    extend_ablations: bool = False  # also extend mode's two ablations (minutes more)
+    paper: bool = False  # the paper's head, batch and epochs (set by paper_settings)
+
+
+PAPER_TRAINING = {"epochs": 36, "batch_size": 4096,
+                  "projector": {"hidden": 1024, "out_dim": 512, "layers": 2}}
+PAPER_TEXT_FACTOR = 4  # --paper connects through 4x the texts: 8 batches of 4096 an epoch
+MIN_UPPER_BOUND_STEPS = 4  # the paired upper bound's batch shrinks to keep this many per epoch
+
+
+def paper_settings(settings: DemoSettings) -> DemoSettings:
+    """``cmcr demo --paper``: the paper's training exactly (tau 0.01, batch 4096, 36 epochs,
+    the 512-1024-512 head, sigma^2 0.004, lambda 0.1) through 4x the default's texts; the
+    ablations and the extend comparison are left to the default demo, which runs them in minutes."""
+    sizes = replace(settings.sizes, connect_texts=settings.sizes.connect_texts * PAPER_TEXT_FACTOR)
+    return replace(settings, sizes=sizes, epochs=PAPER_TRAINING["epochs"],
+                   batch_size=PAPER_TRAINING["batch_size"],
+                   projector=dict(PAPER_TRAINING["projector"]), ablations=False, paper=True)
 
 
 STAGES = {"world": "generate the world (or reuse it)",
@@ -124,29 +149,63 @@ def _connect_config(stores: dict[str, Path], settings: DemoSettings,
     })
 
 
+def recipe_variants(settings: DemoSettings) -> dict[str, dict[str, Any]]:
+    """method overrides of each recipe model the demo trains: ``cmcr+`` when the recipe holds
+    anything, and (with ablations) ``cmcr+_no_ADDITION`` without each of its additions."""
+    plus = RECIPES.get(PLUS, {})
+    if not plus:
+        return {}
+    variants = {PLUS: dict(plus)}
+    if settings.ablations:
+        variants |= {f"{PLUS}_no_{name}": {**plus, **removal}
+                     for name, removal in RECIPE_ADDITIONS.get(PLUS, {}).items()}
+    return variants
+
+
 def train_connections(frozen: FrozenEmbeddings, out_dir: Path, settings: DemoSettings,
                       progress: bool) -> dict[str, ConnectedModel]:
-    """C-MCR and its ablations, each through ``cmcr.connect`` (pseudo pairs cached once)."""
-    variants = {"cmcr": {}, **ABLATIONS}
+    """C-MCR, its ablations and the ``cmcr+`` recipe (with its own ablations), each through
+    ``cmcr.connect`` (pseudo pairs cached once)."""
+    variants = {"cmcr": {}, **(ABLATIONS if settings.ablations else {}),
+                **recipe_variants(settings)}
     return {name: connect(_connect_config(frozen.stores, settings, method), out_dir / "models" / name,
                           device="cpu", cache_dir=out_dir / "cache", progress=progress)
             for name, method in variants.items()}
 
 
 def train_paired_upper_bound(frozen: FrozenEmbeddings, out_dir: Path, settings: DemoSettings,
-                             progress: bool) -> ConnectedModel:
+                             progress: bool, method: dict[str, Any] | None = None,
+                             name: str = "paired_upper_bound") -> ConnectedModel:
     """The same projectors trained on true audio-image pairs (the world's ``paired_train``
-    split, drawn like the test pairs), which C-MCR never gets."""
+    split, drawn like the test pairs), which C-MCR never gets; ``method`` overrides the paper's
+    objective (a recipe's). Its batch shrinks to keep ``MIN_UPPER_BOUND_STEPS`` steps per epoch
+    (only under ``--paper``'s batch 4096)."""
     paired = out_dir / "paired"
     paired.mkdir(parents=True, exist_ok=True)
     np.save(paired / "images.npy", frozen["paired_image"])
     np.save(paired / "audio.npy", frozen["paired_audio"])
-    config = _connect_config(frozen.stores, settings, {"use_memory": False})
+    rows = len(frozen["paired_image"])
+    batch = min(settings.batch_size, max(2, rows // MIN_UPPER_BOUND_STEPS))
+    config = _connect_config(frozen.stores, replace(settings, batch_size=batch),
+                             {**(method or {}), "use_memory": False})
     config.shared_modality = "pair"
     config.spaces["clip"].queries = str(paired / "images.npy")
     config.spaces["clap"].queries = str(paired / "audio.npy")
-    return connect(config, out_dir / "models" / "paired_upper_bound", device="cpu",
+    return connect(config, out_dir / "models" / name, device="cpu",
                    cache_dir=out_dir / "cache", progress=progress)
+
+
+def train_upper_bounds(frozen: FrozenEmbeddings, out_dir: Path, settings: DemoSettings,
+                       progress: bool) -> dict[str, ConnectedModel]:
+    """The paired upper bound with the paper's objective, and with cmcr+'s (its keys that need
+    no memory) when the recipe exists: each recipe is judged against its own bound."""
+    bounds = {"paired_upper_bound": train_paired_upper_bound(frozen, out_dir, settings, progress)}
+    plus = {key: value for key, value in RECIPES.get(PLUS, {}).items()
+            if key not in MEMORY_KEYS}
+    if RECIPES.get(PLUS):
+        bounds[PLUS_BOUND] = train_paired_upper_bound(frozen, out_dir, settings, progress, plus,
+                                                      PLUS_BOUND)
+    return bounds
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -230,20 +289,33 @@ def emergent_retrieval(models: dict[str, ConnectedModel], frozen: FrozenEmbeddin
     return retrieval_with_intervals(models, frozen, positives)[0]
 
 
-def component_effects(scores: dict[str, Any]) -> dict[str, Any]:
-    """Each paper component's effect: C-MCR minus the ablation without it, per test query, with
-    a paired bootstrap interval and whether that interval excludes zero (metrics.json's
-    ``components``)."""
-    effects = {}
-    for component, ablation in COMPONENTS.items():
-        if "cmcr" not in scores or ablation not in scores:
-            continue
-        effects[component] = {"ablation": ablation, **{
-            direction: {key: intervals.paired_difference(values, scores[ablation][direction][key],
+def paired_effect(scores: dict[str, Any], treated: str, control: str) -> dict[str, Any]:
+    """treated - control per test query in both directions, with paired bootstrap intervals."""
+    return {direction: {key: intervals.paired_difference(values, scores[control][direction][key],
                                                          seed=BOOTSTRAP_SEED)
-                        for key, values in scores["cmcr"][direction].items()}
-            for direction in DIRECTIONS}}
-    return effects
+                        for key, values in scores[treated][direction].items()}
+            for direction in DIRECTIONS}
+
+
+def component_effects(scores: dict[str, Any], method: str = "cmcr",
+                      components: dict[str, str] | None = None) -> dict[str, Any]:
+    """Each component's effect: ``method`` minus the ablation without it, per test query, with
+    a paired bootstrap interval and whether that interval excludes zero (metrics.json's
+    ``components``; for ``cmcr+``, ``recipe_components``)."""
+    components = COMPONENTS if components is None else components
+    return {component: {"ablation": ablation, **paired_effect(scores, method, ablation)}
+            for component, ablation in components.items()
+            if method in scores and ablation in scores}
+
+
+def recipe_effects(scores: dict[str, Any]) -> dict[str, Any]:
+    """``cmcr+`` against C-MCR and each of its additions' effect (metrics.json's ``recipe``)."""
+    if PLUS not in scores:
+        return {}
+    additions = {name: f"{PLUS}_no_{name}" for name in RECIPE_ADDITIONS.get(PLUS, {})}
+    return {"name": PLUS, "method": dict(RECIPES[PLUS]),
+            "minus_cmcr": paired_effect(scores, PLUS, "cmcr"),
+            "components": component_effects(scores, PLUS, additions)}
 
 
 def regime(spaces: dict[str, Any], world: WorldManifest, frozen: FrozenEmbeddings,
@@ -254,6 +326,24 @@ def regime(spaces: dict[str, Any], world: WorldManifest, frozen: FrozenEmbedding
     sounds = spaces["clap"].embed("text", records_field(world, "test_pairs", "sound_caption"))
     return {"clip": space_regime(frozen["test_image"], looks.numpy(), noise_var),
             "clap": space_regime(frozen["test_audio"], sounds.numpy(), noise_var)}
+
+
+def training_record(settings: DemoSettings) -> dict[str, Any]:
+    """The connection's training as metrics.json records it (the method keys at their paper
+    values, which the demo does not change)."""
+    method = MethodConfig()
+    return {"paper": settings.paper, "epochs": settings.epochs, "batch_size": settings.batch_size,
+            "projector": dict(settings.projector), "temperature": settings.temperature,
+            "noise_var": method.noise_var, "intra_weight": method.intra_weight}
+
+
+def false_negatives(world: WorldManifest, batch_size: int) -> dict[str, Any]:
+    """How many texts of the same concepts share a connection batch with each text (at the
+    demo's batch and at the paper's 4096): InfoNCE treats them as negatives."""
+    concept_sets = records_field(world, "connect_texts", "concepts")
+    return {"batch_size": batch_size,
+            "same_meaning_per_text": same_meaning_partners(concept_sets, batch_size),
+            "same_meaning_per_text_at_4096": same_meaning_partners(concept_sets, 4096)}
 
 
 def _zero_shot_top1(rows: np.ndarray, prompts: np.ndarray, names: list[str],
@@ -354,12 +444,18 @@ def counterfactual(models: dict[str, ConnectedModel], world: WorldManifest,
     return results
 
 
-def build_search_index(out_dir: Path, frozen: FrozenEmbeddings, progress: bool) -> Any:
-    """The test images and clips in C-MCR's joint space, for ``cmcr serve OUT``."""
+def search_model_name(models: dict[str, ConnectedModel]) -> str:
+    """The model ``cmcr serve OUT`` searches with: cmcr+ when the demo trained it, else C-MCR."""
+    return PLUS if PLUS in models else "cmcr"
+
+
+def build_search_index(out_dir: Path, frozen: FrozenEmbeddings, model_name: str,
+                       progress: bool) -> Any:
+    """The test images and clips in ``model_name``'s joint space, for ``cmcr serve OUT``."""
     from cmcr.serve.index import Index, StoreSource
 
     stores = [StoreSource(str(frozen.stores[name]), name=name) for name in ("test_image", "test_audio")]
-    return Index.build(out_dir / "index", out_dir / "models" / "cmcr", stores, overwrite=True,
+    return Index.build(out_dir / "index", out_dir / "models" / model_name, stores, overwrite=True,
                        progress=progress)
 
 
@@ -375,14 +471,19 @@ def evaluate(models: dict[str, ConnectedModel], spaces: dict[str, Any], world: W
         "test_pairs": len(world.test_pairs),
         "methods": methods,
         "components": component_effects(scores),
+        "recipe": recipe_effects(scores),
         "regime": regime(spaces, world, frozen, MethodConfig().noise_var),
         "retention": retention(models["cmcr"], spaces, world, frozen),
         "localisation": local,
         "counterfactual": counterfactual(judged, world, frozen),
     }
-    upper = methods["paired_upper_bound"]["audio_to_image"]["R@1"]
-    results["cmcr_to_upper_bound_R@1"] = (
-        methods["cmcr"]["audio_to_image"]["R@1"] / upper if upper else None)
+    if PLUS in models:
+        results["recipe"]["retention"] = retention(models[PLUS], spaces, world, frozen)
+    for name, bound in (("cmcr", "paired_upper_bound"), (PLUS, PLUS_BOUND)):
+        if name in methods and bound in methods:
+            upper = methods[bound]["audio_to_image"]["R@1"]
+            results[f"{name}_to_upper_bound_R@1"] = (
+                methods[name]["audio_to_image"]["R@1"] / upper if upper else None)
     return results, maps
 
 
@@ -408,18 +509,20 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None,
                    for mode in PATCH_MODES}
     with _timed(timings, "connect", progress):
         models = train_connections(frozen, out_dir, settings, progress)
-        models["paired_upper_bound"] = train_paired_upper_bound(frozen, out_dir, settings, progress)
+        models |= train_upper_bounds(frozen, out_dir, settings, progress)
     with _timed(timings, "evaluate", progress):
         positives = concept_positives(records_field(world, "test_pairs", "concept"),
                                       records_field(world, "test_pairs", "concept"))
         results, maps = evaluate(models, spaces, world, frozen, patches, positives)
-        results = {"seed": settings.seed, **results}
-        results["extend"] = compare_extend(out_dir, settings, frozen, spaces, world,
-                                           models["cmcr"], positives, progress)
+        results = {"seed": settings.seed, "training": training_record(settings), **results,
+                   "false_negatives": false_negatives(world, settings.batch_size)}
+        if settings.ablations:
+            results["extend"] = compare_extend(out_dir, settings, frozen, spaces, world,
+                                               models["cmcr"], positives, progress)
     with _timed(timings, "figures", progress):
         write_figures(out_dir, world, frozen, models["cmcr"], maps, positives)
     with _timed(timings, "index", progress):
-        build_search_index(out_dir, frozen, progress)
+        build_search_index(out_dir, frozen, search_model_name(models), progress)
     results["seconds"] = timings
     write_json(out_dir / "metrics.json", results)
     write_report(out_dir, results)

@@ -21,7 +21,7 @@ from cmcr.world.captions import look_caption, sound_caption
 from cmcr.world.concepts import CONCEPTS, Concept
 from cmcr.world.render import render_audio, render_image
 
-FORMAT_VERSION = 2  # 2: adds the paired_train split
+FORMAT_VERSION = 3  # 2: adds the paired_train split; 3: 128 concepts
 MANIFEST_FILE = "world.json"
 MIN_SECONDS, MAX_SECONDS = 1.0, 4.0
 
@@ -30,15 +30,15 @@ MIN_SECONDS, MAX_SECONDS = 1.0, 4.0
 class WorldSizes:
     """How many items each split holds, and the media format."""
 
-    clip_pairs: int = 4000
-    clap_pairs: int = 4000
-    connect_texts: int = 4000
-    image_memory: int = 2000
-    audio_memory: int = 2000
-    test_pairs: int = 300
+    clip_pairs: int = 10000
+    clap_pairs: int = 10000
+    connect_texts: int = 8192
+    image_memory: int = 4000
+    audio_memory: int = 4000
+    test_pairs: int = 500
     localisation_scenes: int = 100
     counterfactual_pairs: int = 300
-    paired_pairs: int = 4000
+    paired_pairs: int = 6000
     image_size: int = 64
     sample_rate: int = 16000
 

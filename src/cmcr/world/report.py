@@ -9,13 +9,15 @@ import numpy as np
 
 from cmcr.eval.figures import plot_heatmaps, pyplot
 from cmcr.model import ConnectedModel
+from cmcr.world.concepts import CONCEPTS, HAND_MADE
 from cmcr.world.generate import WorldManifest
 from cmcr.world.regime import noise_cosine, random_unit_rows
 from cmcr.world.extend import extend_section
 from cmcr.world.stages import FrozenEmbeddings, records_field
 
-METHOD_ORDER = ["cmcr", "paired_upper_bound", "text_pivot", "linear_map", "no_noise",
+METHOD_ORDER = ["cmcr", "cmcr+", "paired_upper_bound", "paired_upper_bound+", "text_pivot", "linear_map", "no_noise",
                 "no_memory", "no_pseudo_inter", "no_intra", "chance"]
+HAND_MADE_NAMES = [concept.name for concept in CONCEPTS[:HAND_MADE]]
 COLUMNS = ["R@1", "R@5", "R@10", "mAP"]
 COMPONENT_NAMES = {"noise": "noise", "memory": "memory retrieval",
                    "pseudo_inter": "pseudo-pair InfoNCE", "intra": "intra-space alignment"}
@@ -79,16 +81,34 @@ def components_verdict(results: dict[str, Any]) -> str:
             f"{describe(yes)}. Not significant: {describe(no)}.")
 
 
+def recipe_text(results: dict[str, Any], markdown: bool = False) -> list[str]:
+    """The cmcr+ recipe: its settings, its paired gain over C-MCR and each addition's effect."""
+    recipe = results.get("recipe")
+    if not recipe:
+        return []
+    settings = ", ".join(f"{key}={value}" for key, value in recipe["method"].items())
+    gain = recipe["minus_cmcr"]["audio_to_image"]
+    cells = [_with_interval(gain[c]["effect"], gain[c]["ci95"], True)
+             + ("*" if gain[c]["significant"] else "") for c in COLUMNS]
+    parts = [f"recipe {recipe['name']} ({settings}) minus cmcr, audio -> image (paired 95% "
+             f"interval; * excludes 0)", _table(["", *COLUMNS], [["gain", *cells]], markdown), ""]
+    if recipe.get("components"):
+        parts += [f"what each addition of {recipe['name']} adds (its ablation without it)",
+                  components_table({"components": recipe["components"]}, "audio_to_image",
+                                   markdown), ""]
+    return parts
+
+
 def regime_table(results: dict[str, Any], markdown: bool = False) -> str:
     """Each toy space's modality gap, matched-pair cosine and noise cosine, beside real CLIP."""
-    rows = [[f"toy {space.upper()}", str(r["dim"]), f"{r['modality_gap']:.2f}",
-             f"{r['matched_cosine']:.2f}", f"{r['noise_cosine']:.2f}"]
+    rows = [[f"toy {space.upper()}", str(r["dim"]), f"{r.get('effective_dim', float('nan')):.1f}",
+             f"{r['modality_gap']:.2f}", f"{r['matched_cosine']:.2f}", f"{r['noise_cosine']:.2f}"]
             for space, r in results["regime"].items()]
     variance = next(iter(results["regime"].values()))["noise_var"]
     at_512 = noise_cosine(random_unit_rows(2000, REAL_CLIP["dim"]), variance)
-    rows.append([REAL_CLIP["name"], str(REAL_CLIP["dim"]), f"{REAL_CLIP['modality_gap']:.2f}",
-                 "not found", f"{at_512:.2f}"])
-    return _table(["space", "dim", "modality gap", "matched cosine",
+    rows.append([REAL_CLIP["name"], str(REAL_CLIP["dim"]), "not measured",
+                 f"{REAL_CLIP['modality_gap']:.2f}", "not found", f"{at_512:.2f}"])
+    return _table(["space", "dim", "effective dim", "modality gap", "matched cosine",
                    f"noise cosine (sigma^2 {variance:g})"], rows, markdown)
 
 
@@ -118,38 +138,69 @@ def evidence_text(results: dict[str, Any], markdown: bool = False) -> list[str]:
                   components_verdict(results), ""]
     if results.get("regime"):
         parts += ["regime of the toy spaces (test pairs: image with its look caption, clip with "
-                  "its sound caption); modality gap = ||mean(media) - mean(caption)||; noise "
+                  "its sound caption); effective dim = participation ratio of the media rows; "
+                  "modality gap = ||mean(media) - mean(caption)||; noise "
                   "cosine = mean cos(x, normalise(x + eps)); the last row's gap is published, "
                   "its noise cosine measured on random 512-d unit rows",
                   regime_table(results, markdown), ""]
     return parts
 
 
+def training_lines(results: dict[str, Any]) -> list[str]:
+    """How the connections were trained, and the false negatives per batch, when recorded."""
+    training, fakes = results.get("training"), results.get("false_negatives")
+    if not training:
+        return []
+    head = training["projector"]
+    lines = [f"training ({'the paper' if training['paper'] else 'default demo'}): head "
+             f"d-{head.get('hidden')}-{head.get('out_dim')} ({head.get('layers')} layers), batch "
+             f"{training['batch_size']}, {training['epochs']} epochs, tau {training['temperature']:g}, "
+             f"sigma^2 {training['noise_var']:g}, lambda {training['intra_weight']:g}"]
+    if fakes:
+        lines.append(f"same-concept texts sharing a batch with each text: "
+                     f"{fakes['same_meaning_per_text']:.2f} at batch {fakes['batch_size']}, "
+                     f"{fakes['same_meaning_per_text_at_4096']:.2f} at 4096")
+    return lines + [""]
+
+
+def retention_table_rows(results: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
+    """Zero-shot top-1 rows (original space, C-MCR's joint space, cmcr+'s when trained)."""
+    retention = results["retention"]
+    plus = (results.get("recipe") or {}).get("retention")
+    rows = []
+    for task, key in (("image -> text (CLIP)", "image_text_top1"),
+                      ("audio -> text (CLAP)", "audio_text_top1")):
+        row = [task, f"{retention[key]['original']:.1f}", f"{retention[key]['joint']:.1f}"]
+        rows.append(row + ([f"{plus[key]['joint']:.1f}"] if plus else []))
+    return rows, ["task", "original", "cmcr"] + (["cmcr+"] if plus else [])
+
+
 def summary_text(results: dict[str, Any], markdown: bool = False) -> str:
     """Everything the demo measured, as tables."""
     retention = results["retention"]
-    retention_rows = [["image -> text (CLIP)", f"{retention['image_text_top1']['original']:.1f}",
-                       f"{retention['image_text_top1']['joint']:.1f}"],
-                      ["audio -> text (CLAP)", f"{retention['audio_text_top1']['original']:.1f}",
-                       f"{retention['audio_text_top1']['joint']:.1f}"]]
-    parts = [
+    retention_rows, retention_header = retention_table_rows(results)
+    parts = [*training_lines(results),
         f"audio -> image retrieval, {results['test_pairs']} held-out pairs never seen in "
         "training (percent; positives: images of the sound's concept; [95% bootstrap interval "
         "over the test queries])",
         retrieval_table(results, "audio_to_image", markdown), "",
         "image -> audio retrieval", retrieval_table(results, "image_to_audio", markdown), "",
         *evidence_text(results, markdown),
+        *recipe_text(results, markdown),
         "retention: zero-shot top-1 (percent) in the original space vs the joint space "
         f"(chance {retention['chance_top1']:.1f})",
-        _table(["task", "original", "joint"], retention_rows, markdown), "",
+        _table(retention_header, retention_rows, markdown), "",
         "sound-source localisation (percent)", _table(*_metric_rows(results["localisation"]),
                                                       markdown), "",
         "counterfactual recognition (percent)", _table(*_metric_rows(results["counterfactual"]),
                                                        markdown),
     ]
-    ratio = results.get("cmcr_to_upper_bound_R@1")
-    if ratio is not None:
-        parts += ["", f"C-MCR reaches {100 * ratio:.0f}% of the paired upper bound's audio->image R@1."]
+    for name, label, bound in (("cmcr", "C-MCR", "paired_upper_bound"),
+                               ("cmcr+", "cmcr+", "paired_upper_bound+")):
+        ratio = results.get(f"{name}_to_upper_bound_R@1")
+        if ratio is not None:
+            parts += ["", f"{label} reaches {100 * ratio:.0f}% of the audio->image R@1 of "
+                          f"{bound} (the same objective on true pairs)."]
     return "\n".join(parts)
 
 
@@ -234,9 +285,24 @@ def seeds_summary_text(summary: dict[str, Any], markdown: bool = False) -> str:
                   "std [95% t-interval over seeds] (seeds whose own paired interval is above / "
                   "below 0))", seeds_components_table(summary, markdown), "",
                   seeds_verdict(summary), ""]
+    parts += seeds_recipe_text(summary, markdown)
     parts.append(f"C-MCR reaches {100 * ratio['mean']:.0f}% ± {100 * ratio['std']:.0f}% of the "
                  "paired upper bound's audio->image R@1.")
+    plus = summary.get("cmcr+_to_upper_bound_R@1")
+    if plus:
+        parts.append(f"cmcr+ reaches {100 * plus['mean']:.0f}% ± {100 * plus['std']:.0f}%.")
     return "\n".join(parts)
+
+
+def seeds_recipe_text(summary: dict[str, Any], markdown: bool = False) -> list[str]:
+    """cmcr+ minus C-MCR, and each of its additions, over seeds (same table as the components)."""
+    recipe = summary.get("recipe")
+    if not recipe:
+        return []
+    rows = {"recipe": {"ablation": "cmcr", **recipe["minus_cmcr"]}, **recipe["components"]}
+    return [f"{recipe['name']} minus cmcr (first row), and what each of its additions adds, "
+            "over seeds (points: mean ± std [95% t-interval] (seeds significant + / -))",
+            seeds_components_table({"components": rows}, markdown), ""]
 
 
 def write_seeds_report(out_dir: Path, summary: dict[str, Any]) -> Path:
@@ -258,7 +324,9 @@ def write_figures(out_dir: Path, world: WorldManifest, frozen: FrozenEmbeddings,
     similarity = audio @ image.T
     concepts = records_field(world, "test_pairs", "concept")
     retrieval_grid(world, similarity, positives, out_dir / "retrieval_grid.png")
-    similarity_matrix(similarity, concepts, out_dir / "similarity_matrix.png")
+    named = np.flatnonzero(np.isin(concepts, HAND_MADE_NAMES))  # 200 concepts: too many labels
+    similarity_matrix(similarity[np.ix_(named, named)], [concepts[i] for i in named],
+                      out_dir / "similarity_matrix.png")
     localisation_figure(world, maps["cmcr"], out_dir / "localisation.png",
                         "C-MCR: where is the sound? audio vs CLIP patch tokens in the joint space")
     localisation_figure(world, maps["cmcr_value_patches"], out_dir / "localisation_values.png",
@@ -325,7 +393,7 @@ def similarity_matrix(similarity: np.ndarray, concepts: list[str], path: Path) -
     left.set_yticks(range(len(names)), names, fontsize=6)
     left.set_xlabel("image concept")
     left.set_ylabel("sound concept")
-    left.set_title("mean joint-space cosine per concept pair")
+    left.set_title("mean joint-space cosine per concept pair\n(the 32 hand-made concepts' test pairs)")
     figure.colorbar(shown, ax=left, fraction=0.046)
     shown = right.imshow(pairs - pairs.mean(axis=1, keepdims=True), cmap="viridis")
     sorted_concepts = np.array(concepts)[order]

@@ -78,10 +78,30 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
                                   for k in metric_keys} for d in DIRECTIONS}}
                        for c in components},
         "regime": _regime_over_seeds(runs),
-        "cmcr_to_upper_bound_R@1": spread([r["cmcr_to_upper_bound_R@1"] for r in runs
-                                           if r.get("cmcr_to_upper_bound_R@1") is not None]
-                                          or [float("nan")]),
+        "recipe": _recipe_over_seeds(runs, metric_keys),
+        **{key: spread([r[key] for r in runs if r.get(key) is not None] or [float("nan")])
+           for key in ("cmcr_to_upper_bound_R@1", "cmcr+_to_upper_bound_R@1")
+           if any(key in r for r in runs)},
     }
+
+
+def _effects_over_seeds(blocks: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """direction -> metric -> a paired effect's spread over seeds (one block per seed)."""
+    return {d: {k: _effect_over_seeds([b[d][k] for b in blocks]) for k in keys}
+            for d in DIRECTIONS}
+
+
+def _recipe_over_seeds(runs: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """cmcr+ minus C-MCR and each addition's effect over seeds (when every run has cmcr+)."""
+    recipes = [r.get("recipe") or {} for r in runs]
+    if not all(recipes):
+        return {}
+    additions = [c for c in recipes[0]["components"] if all(c in r["components"] for r in recipes)]
+    return {"name": recipes[0]["name"], "method": recipes[0]["method"],
+            "minus_cmcr": _effects_over_seeds([r["minus_cmcr"] for r in recipes], keys),
+            "components": {c: {"ablation": recipes[0]["components"][c]["ablation"],
+                               **_effects_over_seeds([r["components"][c] for r in recipes], keys)}
+                           for c in additions}}
 
 
 def _effect_over_seeds(effects: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -97,6 +117,7 @@ def _regime_over_seeds(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return {}
     spaces = runs[0]["regime"]
     return {space: {key: spread([r["regime"][space][key] for r in runs])
-                    for key in ("modality_gap", "matched_cosine", "noise_cosine")}
+                    for key in ("modality_gap", "matched_cosine", "noise_cosine", "effective_dim")
+                    if all(key in r["regime"][space] for r in runs)}
             | {"dim": values["dim"], "noise_var": values["noise_var"]}
             for space, values in spaces.items()}

@@ -26,8 +26,8 @@ from cmcr.spaces.clip import clip_image_processor
 from cmcr.world.tokenizer import write_bpe_files
 
 SAMPLE_RATE = 16000
-CLIP_DIM = 32
-CLAP_DIM = 48
+CLIP_DIM = 512  # as CLIP ViT-B/32's joint space
+CLAP_DIM = 512  # as LAION-CLAP's
 
 
 @dataclass
@@ -57,7 +57,7 @@ def _transformers():
 
 def build_toy_clip(directory: str | Path, words: Sequence[str], image_size: int = 64,
                    seed: int = 0) -> Path:
-    """A random-init tiny CLIPModel (ViT 8-px patches, dim 32) + CLIPProcessor in ``directory``."""
+    """A random-init tiny CLIPModel (ViT 8-px patches, joint dim 512) + CLIPProcessor in ``directory``."""
     transformers = _transformers()
     directory = write_bpe_files(directory, words, style="clip")
     tokenizer = transformers.CLIPTokenizer(str(directory / "vocab.json"),
@@ -80,7 +80,7 @@ def build_toy_clip(directory: str | Path, words: Sequence[str], image_size: int 
 
 
 def build_toy_clap(directory: str | Path, words: Sequence[str], seed: int = 0) -> Path:
-    """A random-init tiny ClapModel (HTSAT-like, 32 mel bins, 4 s at 16 kHz, dim 48)."""
+    """A random-init tiny ClapModel (HTSAT-like, 32 mel bins, 4 s at 16 kHz, joint dim 512)."""
     transformers = _transformers()
     directory = write_bpe_files(directory, words, style="roberta")
     tokenizer = transformers.RobertaTokenizer(str(directory / "vocab.json"),
@@ -96,8 +96,8 @@ def build_toy_clap(directory: str | Path, words: Sequence[str], seed: int = 0) -
                          num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=40,
                          pad_token_id=1, bos_token_id=0, eos_token_id=2, projection_dim=CLAP_DIM),
         audio_config=dict(num_mel_bins=32, spec_size=64, patch_size=4, patch_stride=(4, 4),
-                          patch_embeds_hidden_size=16, depths=[1, 1], num_attention_heads=[2, 2],
-                          hidden_size=32, window_size=4, enable_fusion=False,
+                          patch_embeds_hidden_size=32, depths=[1, 1], num_attention_heads=[2, 2],
+                          hidden_size=64, window_size=4, enable_fusion=False,
                           projection_dim=CLAP_DIM),
         projection_dim=CLAP_DIM)
     torch.manual_seed(seed)
