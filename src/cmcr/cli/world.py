@@ -12,7 +12,8 @@ FORMATTER = argparse.RawDescriptionHelpFormatter
 DEMO_HELP = """\
 Run the whole C-MCR story offline in the built-in generated world (about three and a half
 minutes and 520 MB of disk on an idle 2-core machine; re-running reuses the world and the
-embeddings already in OUT). --paper trains with the paper's own head, batch and epochs instead (longer).
+embeddings already in OUT). --paper trains with the paper's own head, batch and epochs
+instead (about 40 minutes).
 
 A toy CLIP (a transformers CLIPModel trained on images and look captions) and a toy CLAP (a
 ClapModel trained on audio and sound captions, on different data) ship inside cmcr. The demo
