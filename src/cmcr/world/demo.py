@@ -32,7 +32,8 @@ from cmcr.world.extend import compare_extend  # Ex-MCR's extend mode vs C-MCR (i
 from cmcr.world.generate import (WorldManifest, WorldSizes, generate_world, load_world,
                                  prune_media)
 from cmcr.world.regime import same_meaning_partners, space_regime
-from cmcr.world.stages import FrozenEmbeddings, embed_world, prompt_embeddings, records_field
+from cmcr.world.stages import (AUDIO_PROMPT, IMAGE_PROMPT, FrozenEmbeddings, embed_world,
+                               prompt_embeddings, records_field, zero_shot_top1)
 from cmcr.world.toy_spaces import packaged_space_dir
 
 # splits no stage reads after they are embedded (the rest are served, drawn or re-read)
@@ -47,8 +48,6 @@ PLUS = "cmcr+"  # the recipe that beat the paper's on held-out world seeds (cmcr
 PLUS_BOUND = "paired_upper_bound+"  # the paired upper bound trained with cmcr+'s objective
 MEMORY_KEYS = ("pseudo_rounds", "memory_top_k", "memory_temperature")  # meaningless for pairs
 BOOTSTRAP_SEED = 0  # one fixed set of query resamples, shared by every method (paired)
-IMAGE_PROMPT = "a photo of a {}"
-AUDIO_PROMPT = "the sound of a {}"
 
 
 @dataclass
@@ -346,13 +345,6 @@ def false_negatives(world: WorldManifest, batch_size: int) -> dict[str, Any]:
             "same_meaning_per_text_at_4096": same_meaning_partners(concept_sets, 4096)}
 
 
-def _zero_shot_top1(rows: np.ndarray, prompts: np.ndarray, names: list[str],
-                    present: list[list[str]]) -> float:
-    """Share of items whose best prompt names a concept present in the item (percent)."""
-    predicted = np.argmax(rows @ prompts.T, axis=1)
-    return float(100.0 * np.mean([names[p] in concepts for p, concepts in zip(predicted, present)]))
-
-
 def retention(model: ConnectedModel, spaces: dict[str, Any], world: WorldManifest,
               frozen: FrozenEmbeddings) -> dict[str, Any]:
     """Zero-shot image->text and audio->text inside the joint space vs the original spaces."""
@@ -364,12 +356,12 @@ def retention(model: ConnectedModel, spaces: dict[str, Any], world: WorldManifes
     in_audio = records_field(world, "test_pairs", "audio_concepts")
     return {
         "image_text_top1": {
-            "original": _zero_shot_top1(image, image_prompts, names, in_image),
-            "joint": _zero_shot_top1(project(model, "clip", image),
+            "original": zero_shot_top1(image, image_prompts, names, in_image),
+            "joint": zero_shot_top1(project(model, "clip", image),
                                      project(model, "clip", image_prompts), names, in_image)},
         "audio_text_top1": {
-            "original": _zero_shot_top1(audio, audio_prompts, names, in_audio),
-            "joint": _zero_shot_top1(project(model, "clap", audio),
+            "original": zero_shot_top1(audio, audio_prompts, names, in_audio),
+            "joint": zero_shot_top1(project(model, "clap", audio),
                                      project(model, "clap", audio_prompts), names, in_audio)},
         "chance_top1": 100.0 / len(names),
     }

@@ -23,7 +23,8 @@ from cmcr.model import ConnectedModel
 from cmcr.store import open_store
 from cmcr.world.concepts import CONCEPTS
 from cmcr.world.generate import WorldManifest
-from cmcr.world.stages import FrozenEmbeddings, prompt_embeddings, records_field
+from cmcr.world.stages import (AUDIO_PROMPT, IMAGE_PROMPT, FrozenEmbeddings, prompt_embeddings,
+                               records_field, zero_shot_top1)
 
 # name -> extend-config overrides; 'extend' is Ex-MCR's whole pipeline
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -31,8 +32,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "extend_text_queries": {"queries": ["text"]},  # C-MCR's data: text queries only
     "extend_text_pair": {"pairs": ["text-text"]},  # no dense objective: the text pair only
 }
-IMAGE_PROMPT = "a photo of a {}"
-AUDIO_PROMPT = "the sound of a {}"
 BOOTSTRAP_SEED = 0
 METRICS = ("R@1", "mAP")
 
@@ -67,13 +66,6 @@ def _scored(model: ConnectedModel, frozen: FrozenEmbeddings, positives: np.ndarr
             intervals.per_query_retrieval(similarity, positives))
 
 
-def _zero_shot_top1(rows: np.ndarray, prompts: np.ndarray, present: list[list[str]]) -> float:
-    """Share (percent) of items whose best prompt names a concept present in the item."""
-    names = [concept.name for concept in CONCEPTS]
-    predicted = np.argmax(rows @ prompts.T, axis=1)
-    return float(100.0 * np.mean([names[p] in items for p, items in zip(predicted, present)]))
-
-
 def retention(models: dict[str, ConnectedModel], spaces: dict[str, Any],
               world: WorldManifest, frozen: FrozenEmbeddings) -> dict[str, Any]:
     """Zero-shot top-1 in the original spaces and in each model's space: image->text (CLIP
@@ -86,17 +78,19 @@ def retention(models: dict[str, ConnectedModel], spaces: dict[str, Any],
     image, audio = frozen["test_image"], frozen["test_audio"]
     in_image = records_field(world, "test_pairs", "image_concepts")
     in_audio = records_field(world, "test_pairs", "audio_concepts")
-    table = {"original": {"image_text": _zero_shot_top1(image, prompts["image"], in_image),
-                          "audio_text_clap": _zero_shot_top1(audio, prompts["audio_clap"], in_audio)}}
+    def top1(rows: np.ndarray, prompt_rows: np.ndarray, present: list[list[str]]) -> float:
+        return zero_shot_top1(rows, prompt_rows, names, present)
+
+    table = {"original": {"image_text": top1(image, prompts["image"], in_image),
+                          "audio_text_clap": top1(audio, prompts["audio_clap"], in_audio)}}
     for name, model in models.items():
         joint_image, joint_audio = _joint(model, "clip", image), _joint(model, "clap", audio)
         table[name] = {
-            "image_text": _zero_shot_top1(joint_image, _joint(model, "clip", prompts["image"]),
-                                          in_image),
-            "audio_text_clap": _zero_shot_top1(
-                joint_audio, _joint(model, "clap", prompts["audio_clap"]), in_audio),
-            "audio_text_clip": _zero_shot_top1(
-                joint_audio, _joint(model, "clip", prompts["audio_clip"]), in_audio)}
+            "image_text": top1(joint_image, _joint(model, "clip", prompts["image"]), in_image),
+            "audio_text_clap": top1(joint_audio, _joint(model, "clap", prompts["audio_clap"]),
+                                    in_audio),
+            "audio_text_clip": top1(joint_audio, _joint(model, "clip", prompts["audio_clip"]),
+                                    in_audio)}
     return table
 
 

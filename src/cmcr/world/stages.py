@@ -86,6 +86,18 @@ def embed_world(world: WorldManifest, spaces: dict[str, Space], out_dir: Path,
     return FrozenEmbeddings(stores)
 
 
+IMAGE_PROMPT = "a photo of a {}"  # zero-shot prompts of the retention measurements
+AUDIO_PROMPT = "the sound of a {}"
+
+
+def zero_shot_top1(rows: np.ndarray, prompts: np.ndarray, names: list[str],
+                   present: list[list[str]]) -> float:
+    """Share (percent) of items whose best prompt (row j names ``names[j]``) names a concept
+    present in the item."""
+    predicted = np.argmax(rows @ prompts.T, axis=1)
+    return float(100.0 * np.mean([names[p] in concepts for p, concepts in zip(predicted, present)]))
+
+
 def prompt_embeddings(space: Space, names: list[str], template: str) -> np.ndarray:
     """Zero-shot prompts ("a photo of a {}") of every concept: (concepts, d) unit rows."""
     return space.embed("text", [template.format(name) for name in names]).numpy()
