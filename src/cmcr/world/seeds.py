@@ -64,8 +64,6 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     component effect, regime figure and the C-MCR / upper bound ratio (methods and components
     present in every run only)."""
     methods = [m for m in runs[0]["methods"] if all(m in r["methods"] for r in runs)]
-    components = [c for c in runs[0].get("components", {})
-                  if all(c in r.get("components", {}) for r in runs)]
     metric_keys = list(runs[0]["methods"][methods[0]][DIRECTIONS[0]]) if methods else []
     metric_keys = [k for k in metric_keys if k != "ci95"]
     return {
@@ -73,10 +71,8 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "test_pairs": [r["test_pairs"] for r in runs],
         "methods": {m: {d: {k: spread([r["methods"][m][d][k] for r in runs]) for k in metric_keys}
                         for d in DIRECTIONS} for m in methods},
-        "components": {c: {"ablation": runs[0]["components"][c]["ablation"],
-                           **{d: {k: _effect_over_seeds([r["components"][c][d][k] for r in runs])
-                                  for k in metric_keys} for d in DIRECTIONS}}
-                       for c in components},
+        "components": _components_over_seeds([r.get("components", {}) for r in runs],
+                                             metric_keys),
         "regime": _regime_over_seeds(runs),
         "recipe": _recipe_over_seeds(runs, metric_keys),
         **{key: spread([r[key] for r in runs if r.get(key) is not None] or [float("nan")])
@@ -91,17 +87,24 @@ def _effects_over_seeds(blocks: Sequence[dict[str, Any]], keys: Sequence[str]) -
             for d in DIRECTIONS}
 
 
+def _components_over_seeds(blocks: Sequence[dict[str, Any]], keys: Sequence[str]
+                           ) -> dict[str, Any]:
+    """Each component (an ablation's paired effect) present in every run's block, over seeds:
+    the paper's components and the recipe's additions alike."""
+    names = [c for c in blocks[0] if all(c in block for block in blocks)]
+    return {c: {"ablation": blocks[0][c]["ablation"],
+                **_effects_over_seeds([block[c] for block in blocks], keys)}
+            for c in names}
+
+
 def _recipe_over_seeds(runs: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
     """cmcr+ minus C-MCR and each addition's effect over seeds (when every run has cmcr+)."""
     recipes = [r.get("recipe") or {} for r in runs]
     if not all(recipes):
         return {}
-    additions = [c for c in recipes[0]["components"] if all(c in r["components"] for r in recipes)]
     return {"name": recipes[0]["name"], "method": recipes[0]["method"],
             "minus_cmcr": _effects_over_seeds([r["minus_cmcr"] for r in recipes], keys),
-            "components": {c: {"ablation": recipes[0]["components"][c]["ablation"],
-                               **_effects_over_seeds([r["components"][c] for r in recipes], keys)}
-                           for c in additions}}
+            "components": _components_over_seeds([r["components"] for r in recipes], keys)}
 
 
 def _effect_over_seeds(effects: Sequence[dict[str, Any]]) -> dict[str, Any]:
