@@ -58,15 +58,19 @@ def significant_components(results: dict[str, Any], direction: str = "audio_to_i
     return yes, [c for c in effects if c not in yes]
 
 
+def _effect_cells(effects: dict[str, Any]) -> list[str]:
+    """One paired effect per metric column: points with its interval, ``*`` when it excludes 0."""
+    return [_with_interval(effects[c]["effect"], effects[c]["ci95"], True)
+            + ("*" if effects[c]["significant"] else "") for c in COLUMNS]
+
+
 def components_table(results: dict[str, Any], direction: str = "audio_to_image",
                      markdown: bool = False) -> str:
     """Each paper component's effect (C-MCR minus the ablation without it) with its paired
     95% bootstrap interval; ``*`` marks an interval that excludes zero."""
-    rows = []
-    for component, effect in results["components"].items():
-        cells = [_with_interval(effect[direction][c]["effect"], effect[direction][c]["ci95"], True)
-                 + ("*" if effect[direction][c]["significant"] else "") for c in COLUMNS]
-        rows.append([COMPONENT_NAMES.get(component, component), effect["ablation"]] + cells)
+    rows = [[COMPONENT_NAMES.get(component, component), effect["ablation"],
+             *_effect_cells(effect[direction])]
+            for component, effect in results["components"].items()]
     return _table(["component", "removed in"] + COLUMNS, rows, markdown)
 
 
@@ -87,11 +91,9 @@ def recipe_text(results: dict[str, Any], markdown: bool = False) -> list[str]:
     if not recipe:
         return []
     settings = ", ".join(f"{key}={value}" for key, value in recipe["method"].items())
-    gain = recipe["minus_cmcr"]["audio_to_image"]
-    cells = [_with_interval(gain[c]["effect"], gain[c]["ci95"], True)
-             + ("*" if gain[c]["significant"] else "") for c in COLUMNS]
+    gain = _effect_cells(recipe["minus_cmcr"]["audio_to_image"])
     parts = [f"recipe {recipe['name']} ({settings}) minus cmcr, audio -> image (paired 95% "
-             f"interval; * excludes 0)", _table(["", *COLUMNS], [["gain", *cells]], markdown), ""]
+             f"interval; * excludes 0)", _table(["", *COLUMNS], [["gain", *gain]], markdown), ""]
     if recipe.get("components"):
         parts += [f"what each addition of {recipe['name']} adds (its ablation without it)",
                   components_table({"components": recipe["components"]}, "audio_to_image",
