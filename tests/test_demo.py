@@ -6,6 +6,7 @@ import pytest
 
 from cmcr.cli import main
 from cmcr.config import MethodConfig
+from cmcr.geometry import GEOMETRY_KEYS, REAL_CLIP
 from cmcr.recipes import RECIPE_ADDITIONS, RECIPES
 from cmcr.world.demo import DemoSettings, paper_settings, run_demo
 from cmcr.world.generate import WorldSizes, generate_world
@@ -62,14 +63,26 @@ def test_each_paper_component_has_a_paired_effect_with_an_interval(demo):
     assert "Significant at 95%" in (out / "report.md").read_text()
 
 
-def test_regime_measures_each_toy_space(demo):
+def test_regime_measures_each_toy_space_beside_real_clip(demo):
     _, results = demo
     for space, dim in (("clip", 512), ("clap", 512)):
         regime = results["regime"][space]
+        assert set(GEOMETRY_KEYS) <= set(regime) and regime["reference"] == REAL_CLIP
         assert regime["dim"] == dim and regime["noise_var"] == 0.004
+        assert regime["rows"] == REDUCED.paired_pairs
         assert 0.0 <= regime["modality_gap"] <= 2.0
         assert -1.0 <= regime["matched_cosine"] <= 1.0
-        assert regime["noise_cosine"] == pytest.approx((1 + dim * 0.004) ** -0.5, abs=0.02)
+        assert regime["noise_cosine"] == pytest.approx((1 + dim * 0.004) ** -0.5, abs=0.001)
+
+
+def test_inspect_on_the_demo_stores_reproduces_its_regime_block(demo, capsys):
+    out, results = demo
+    for space, regime in results["regime"].items():
+        assert main(["inspect", *(str(out / store) for store in regime["stores"]), "--json"]) == 0
+        measured = json.loads(capsys.readouterr().out)["spaces"][0]
+        assert measured["paired_rows"] == regime["rows"]
+        for key in GEOMETRY_KEYS:
+            assert measured[key] == pytest.approx(regime[key], rel=1e-6), (space, key)
 
 
 def test_metrics_record_the_training_and_the_false_negatives(demo):

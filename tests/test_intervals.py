@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from cmcr.eval import intervals, metrics
-from cmcr.world.regime import (effective_dim, matched_cosine, modality_gap, noise_cosine,
-                               random_unit_rows)
+from cmcr.geometry import effective_dim, matched_cosine, modality_gap
+from cmcr.world.regime import noise_cosine, random_unit_rows
 
 
 def test_per_query_scores_average_to_the_retrieval_metrics():

@@ -104,6 +104,14 @@ class MethodConfig(Checked):
     soft_target_temperature: float | None = ranged(None, 0, low_open=True)
     # 2: retrieve the pseudo pairs again in round 1's joint space, then train afresh on them
     pseudo_rounds: int = ranged(1, 1, 2)
+    # sigma^2 = k x each space's measured residual: the per-dimension variance of (text - its
+    # pseudo partner) after removing their mean difference (replaces noise_var / noise_cosine)
+    noise_calibration: float | None = ranged(None, 0, low_open=True)
+    # scale pseudo rows to unit length before the noise (stored rows are weighted averages)
+    normalize_pseudo: bool = False
+    # C3 / TextME: subtract each modality's mean (texts: the queries'; media: the memory's),
+    # re-normalise, then noise and project; the model keeps the means and applies them at inference
+    center_modalities: bool = False
 
     def recipe_changes(self) -> dict[str, Any]:
         """The recipe options (RECIPE_METHOD_KEYS) that differ from the paper's behaviour."""
@@ -114,7 +122,8 @@ class MethodConfig(Checked):
 # MethodConfig keys added after checkpoints recorded their settings: left out of a checkpoint's
 # settings while they hold their default, so older checkpoints still resume.
 RECIPE_METHOD_KEYS = ("noise_cosine", "same_text_threshold", "soft_target_temperature",
-                      "pseudo_rounds")
+                      "pseudo_rounds", "noise_calibration", "normalize_pseudo",
+                      "center_modalities")
 _RECIPE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(MethodConfig)
                     if f.name in RECIPE_METHOD_KEYS}
 

@@ -12,12 +12,13 @@ import torch.nn.functional as F
 from cmcr.config import ConnectConfig, ModelConfig, RetrievalConfig, SpaceSpec, save_config
 from cmcr.errors import StoreError
 from cmcr.extend import train_extend
+from cmcr.geometry import paired_residual_variance, sample_rows, unit_rows
 from cmcr.model import ConnectedModel
 from cmcr.retrieval import (Retriever, as_store, cached_pseudo_embeddings,
                             retrieve_pseudo_embeddings)
 from cmcr.runtime import resolve_device, run_record, seed_everything, write_json
 from cmcr.store import EmbeddingStore, open_store
-from cmcr.train import TrainingData, train_projectors
+from cmcr.train import TrainingData, centred_rows, train_projectors
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,12 @@ def _train_cmcr(config: ConnectConfig, queries: dict[str, EmbeddingStore],
                         queries=tuple(queries[n] for n in config.space_names), pseudo=pseudo)
     seed_everything(config.train.seed)  # the projectors' initialisation depends on it
     model = build_model(config, queries)
+    set_modality_means(model, config, queries, memories)
+    residuals = calibration_residuals(config, data, model)
     model = train_projectors(model, data, config.train, config.method, out_dir / "training",
-                             resume=resume, device=device, progress=progress, label=label)
+                             resume=resume, device=device, progress=progress, label=label,
+                             residuals=residuals,
+                             extra_settings={"residuals": residuals} if residuals else None)
     if pseudo is None or config.method.pseudo_rounds < 2:
         return model
     # Round 2 (a recipe option): pseudo pairs retrieved again in round 1's joint space, then
@@ -145,9 +150,64 @@ def _train_cmcr(config: ConnectConfig, queries: dict[str, EmbeddingStore],
                         for name in config.space_names)
     seed_everything(config.train.seed)
     model = build_model(config, queries)
+    set_modality_means(model, config, queries, memories)
     return train_projectors(model, data, config.train, config.method, out_dir / "training-round2",
                             resume=resume, device=device, progress=progress,
-                            label=f"{label} (round 2)")
+                            label=f"{label} (round 2)",
+                            residuals=calibration_residuals(config, data, model))
+
+
+MEAN_ROWS = 100_000  # rows sampled to estimate a modality's mean for centring
+
+
+def set_modality_means(model: ConnectedModel, config: ConnectConfig,
+                       queries: dict[str, EmbeddingStore],
+                       memories: dict[str, EmbeddingStore | None]) -> None:
+    """For ``method.center_modalities``: store each space's mean unit text row (its queries)
+    and mean unit media row (its memory) in the model, which subtracts them from then on."""
+    if not model.centred:
+        return
+    for name in config.space_names:
+        memory = memories[name]
+        if memory is None:
+            raise StoreError(f"method.center_modalities needs space '{name}''s memory store to "
+                             f"estimate the mean of its {config.spaces[name].memory_modality} rows")
+        for modality, store in ((config.shared_modality, queries[name]),
+                                (config.spaces[name].memory_modality, memory)):
+            model.centres.set_mean(name, modality, mean_unit_row(store, MEAN_ROWS, config.train.seed))
+
+
+def mean_unit_row(store: EmbeddingStore, limit: int, seed: int) -> np.ndarray:
+    """The mean of a store's rows scaled to unit length (a uniform sample of ``limit``)."""
+    index = sample_rows(len(store), limit, seed)
+    rows = store.to_numpy() if index is None else store.take(index)
+    return unit_rows(rows).mean(axis=0)
+
+
+CALIBRATION_ROWS = 20_000  # rows sampled to measure a space's text-pseudo residual
+
+
+def calibration_residuals(config: ConnectConfig, data: TrainingData, model: ConnectedModel
+                          ) -> dict[str, float] | None:
+    """For ``method.noise_calibration``: each space's per-dimension variance of (text - its
+    pseudo partner) after removing their mean difference, on up to ``CALIBRATION_ROWS`` rows
+    as the projector sees them (centred in a centred model); logged, and kept in the training
+    checkpoint's settings so a resume must match them."""
+    if config.method.noise_calibration is None or not config.method.use_noise:
+        return None
+    if data.pseudo is None:
+        raise StoreError("method.noise_calibration measures the text-pseudo residual, which "
+                         "needs pseudo pairs: set method.use_memory=true or use noise_var")
+    index = sample_rows(len(data), CALIBRATION_ROWS, seed=config.train.seed)
+    index = np.arange(len(data)) if index is None else index
+    residuals = {}
+    for name, query, pseudo in zip(data.space_names, data.queries, data.pseudo):
+        rows = [centred_rows(model, name, is_pseudo, torch.from_numpy(store.take(index))).numpy()
+                for is_pseudo, store in ((False, query), (True, pseudo))]
+        residuals[name] = paired_residual_variance(*rows)
+    log.info("noise calibrated to the text-pseudo residual: %s", {
+        name: config.method.noise_calibration * value for name, value in residuals.items()})
+    return residuals
 
 
 def joint_space_pseudo(model: ConnectedModel, space: str, queries: EmbeddingStore,
@@ -157,12 +217,14 @@ def joint_space_pseudo(model: ConnectedModel, space: str, queries: EmbeddingStor
     projected memory / tau, over the top-k or the whole memory) but which average the *raw*
     unit memory rows, as the projectors take them. Holds the memory in RAM."""
     memory_rows = torch.from_numpy(np.ascontiguousarray(memory.to_numpy(), dtype=np.float32))
-    joint_memory = model.project(space, memory_rows)
+    shared = model.config.shared_modality
+    memory_modality = next(m for m in model.config.spaces[space].modalities if m != shared)
+    joint_memory = model.project(space, memory_rows, memory_modality)
     raw_memory = F.normalize(memory_rows, dim=1).to(joint_memory.device)
     result = np.empty((len(queries), queries.dim), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(queries), chunk):
-            joint = model.project(space, queries.rows(start, start + chunk))
+            joint = model.project(space, queries.rows(start, start + chunk), shared)
             scores = joint @ joint_memory.T / temperature
             if top_k is not None and top_k < scores.shape[1]:
                 values, index = scores.topk(top_k, dim=1)

@@ -63,7 +63,7 @@ class JointEmbedder:
         frozen = self.spaces[name].embed(modality, inputs, batch_size=batch_size)
         if len(frozen) == 0:
             return torch.zeros((0, self.model.out_dim))
-        return self.model.project(name, frozen).float().cpu()
+        return self.model.project(name, frozen, modality).float().cpu()
 
     def embed_image_patches(self, images: Sequence[Any], batch_size: int = 32,
                             mode: str = "tokens") -> torch.Tensor:
@@ -75,7 +75,7 @@ class JointEmbedder:
             raise ConfigError(f"space '{space.name}' has no patch tokens (CLIP spaces do)")
         patches = space.embed_image_patches(images, batch_size=batch_size, mode=mode)
         n, count, dim = patches.shape
-        projected = self.model.project(name, patches.reshape(n * count, dim)).float().cpu()
+        projected = self.model.project(name, patches.reshape(n * count, dim), "image").float().cpu()
         return projected.reshape(n, count, -1)
 
     def __call__(self, *, images: Sequence[Any] = (), audio: Sequence[Any] = (),

@@ -30,8 +30,8 @@ def run_example(out_dir: str | Path, seed: int = 0, epochs: int = 20,
     emb = out_dir / "data" / "emb"
     test_image = open_store(emb / "test_image").to_numpy()
     test_audio = open_store(emb / "test_audio").to_numpy()
-    joint_image = model.project("clip", test_image).numpy()
-    joint_audio = model.project("clap", test_audio).numpy()
+    joint_image = model.project("clip", test_image, "image").numpy()
+    joint_audio = model.project("clap", test_audio, "audio").numpy()
     linear = fit_linear_map(open_store(emb / "b_text").to_numpy(), open_store(emb / "a_text").to_numpy())
     linear_audio = apply_linear_map(linear, test_audio)
     metrics = {

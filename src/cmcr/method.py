@@ -26,11 +26,16 @@ def add_noise(embeddings: torch.Tensor, variance: float,
     return F.normalize(embeddings + noise * variance ** 0.5, dim=-1)
 
 
-def noise_variance(config: MethodConfig, dim: int) -> float:
+def noise_variance(config: MethodConfig, dim: int, residual: float | None = None) -> float:
     """The noise's sigma^2 for rows of ``dim`` dims: ``noise_var`` (the paper), or with
-    ``noise_cosine`` = c the variance (1/c^2 - 1)/d, so E cos(x, noised x) ~ c in any dim."""
+    ``noise_cosine`` = c the variance (1/c^2 - 1)/d, so E cos(x, noised x) ~ c in any dim, or
+    with ``noise_calibration`` = k, k times the space's measured text-pseudo ``residual``."""
     if not config.use_noise:
         return 0.0
+    if config.noise_calibration is not None:
+        if residual is None:
+            raise ValueError("noise_calibration needs the space's measured residual variance")
+        return config.noise_calibration * residual
     if config.noise_cosine is None:
         return config.noise_var
     return (1.0 / config.noise_cosine ** 2 - 1.0) / dim

@@ -54,6 +54,23 @@ class Projector(nn.Module):
         return F.normalize(self.net(embeddings), dim=-1)
 
 
+class ModalityCentres(nn.Module):
+    """The mean unit row of each (space, modality) a centred model subtracts: buffers named
+    ``SPACE__MODALITY``, saved with the projectors."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        for name, spec in config.spaces.items():
+            for modality in spec.modalities:
+                self.register_buffer(f"{name}__{modality}", torch.zeros(spec.dim))
+
+    def mean(self, space_name: str, modality: str) -> torch.Tensor:
+        return getattr(self, f"{space_name}__{modality}")
+
+    def set_mean(self, space_name: str, modality: str, mean: Any) -> None:
+        self.mean(space_name, modality).copy_(torch.as_tensor(np.asarray(mean, dtype=np.float32)))
+
+
 PROJECTOR_CLASSES: dict[str, type[nn.Module]] = {
     "mlp": Projector, "exmcr": ExMcrHead, "identity": IdentityHead}
 
@@ -74,7 +91,30 @@ class ConnectedModel(nn.Module):
             name: build_projector(config.spaces[name].dim, projector)
             for name, projector in config.projectors.items()
         })
+        if config.method is not None and config.method.center_modalities:
+            self.centres = ModalityCentres(config)
         self.eval()
+
+    @property
+    def centred(self) -> bool:
+        """Whether each modality is centred on its own (stored) mean before its projector."""
+        return hasattr(self, "centres")
+
+    def centre_rows(self, space_name: str, modality: str | None, rows: torch.Tensor
+                    ) -> torch.Tensor:
+        """Unit rows -> unit rows minus the modality's stored mean, re-normalised (a no-op for
+        models trained without ``method.center_modalities``)."""
+        if not self.centred:
+            return rows
+        modalities = self.config.spaces[space_name].modalities
+        if modality is None:
+            raise ConfigError(f"this model centres each modality on its own mean: say which of "
+                              f"{modalities} these '{space_name}' rows are (project(..., "
+                              f"modality=...))")
+        if modality not in modalities:
+            raise ConfigError(f"space '{space_name}' of this model embeds {modalities}, not "
+                              f"'{modality}'")
+        return F.normalize(rows - self.centres.mean(space_name, modality).to(rows), dim=-1)
 
     @property
     def space_names(self) -> list[str]:
@@ -104,11 +144,14 @@ class ConnectedModel(nn.Module):
         known = sorted({m for s in self.config.spaces.values() for m in s.modalities})
         raise ConfigError(f"no space of this model embeds modality '{modality}'; known: {known}")
 
-    def project(self, space_name: str, embeddings: Any) -> torch.Tensor:
+    def project(self, space_name: str, embeddings: Any, modality: str | None = None
+                ) -> torch.Tensor:
         """Map a space's embeddings (n, d) or (d,) into the joint space: (n, out_dim) unit rows.
 
-        Inputs are L2-normalised first (as in training); the projector always runs in eval
-        mode, so a row alone gives the same result as inside a batch.
+        Inputs are L2-normalised first (as in training) and, in a model trained with
+        ``method.center_modalities``, centred on ``modality``'s stored mean (then ``modality``
+        is required); the projector always runs in eval mode, so a row alone gives the same
+        result as inside a batch.
         """
         if space_name not in self.projectors:
             raise ConfigError(f"unknown space '{space_name}'; this model connects: "
@@ -124,6 +167,7 @@ class ConnectedModel(nn.Module):
             raise ConfigError(f"space '{space_name}' takes (n, {expected}) embeddings, "
                               f"got shape {tuple(rows.shape)}")
         rows = F.normalize(rows.to(device=parameter.device, dtype=parameter.dtype), dim=-1)
+        rows = self.centre_rows(space_name, modality, rows)
         was_training = projector.training
         projector.eval()
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cmcr.config import RECIPE_METHOD_KEYS, MethodConfig, TrainConfig
@@ -96,15 +97,26 @@ class Batches(Protocol):
 BatchLoss = Callable[[ConnectedModel, list[torch.Tensor], torch.Generator], Any]
 
 
-def cmcr_batch_loss(names: tuple[str, ...], method: MethodConfig) -> BatchLoss:
+def cmcr_batch_loss(names: tuple[str, ...], method: MethodConfig,
+                    residuals: dict[str, float] | None = None) -> BatchLoss:
     """C-MCR's batch loss: noise, both projectors, :func:`cmcr.method.cmcr_loss` (fed the raw
-    texts' agreement when the recipe's InfoNCE targets need it)."""
+    texts' agreement when the recipe's InfoNCE targets need it). ``residuals``: each space's
+    measured text-pseudo residual variance, for ``noise_calibration``."""
     uses_agreement = (method.same_text_threshold is not None
                       or method.soft_target_temperature is not None)
+    residuals = residuals or {}
+    variances = [noise_variance(method, 0, residuals.get(name)) if method.noise_calibration
+                 else None for name in names]
 
     def loss(model: ConnectedModel, batch: list[torch.Tensor], generator: torch.Generator) -> Any:
-        noisy = [add_noise(rows, noise_variance(method, rows.shape[-1]), generator)
-                 for rows in batch]
+        if method.normalize_pseudo and len(batch) == 4:
+            batch = batch[:2] + [F.normalize(rows, dim=-1) for rows in batch[2:]]
+        if model.centred:
+            batch = [centred_rows(model, names[index % 2], index >= 2, rows)
+                     for index, rows in enumerate(batch)]
+        noisy = [add_noise(rows, variances[index % 2] if variances[index % 2] is not None
+                           else noise_variance(method, rows.shape[-1]), generator)
+                 for index, rows in enumerate(batch)]
         projected = []
         for side, name in enumerate(names):
             rows = [noisy[side]] + ([noisy[2 + side]] if len(noisy) == 4 else [])
@@ -120,6 +132,15 @@ def cmcr_batch_loss(names: tuple[str, ...], method: MethodConfig) -> BatchLoss:
     return loss
 
 
+def centred_rows(model: ConnectedModel, space_name: str, pseudo: bool, rows: torch.Tensor
+                 ) -> torch.Tensor:
+    """A batch's query (or pseudo) rows centred on the shared (or memory) modality's mean."""
+    shared = model.config.shared_modality
+    modality = next((m for m in model.config.spaces[space_name].modalities if m != shared),
+                    shared) if pseudo else shared
+    return model.centre_rows(space_name, modality, F.normalize(rows, dim=-1))
+
+
 def _settings(train: TrainConfig, method: MethodConfig, model: ConnectedModel) -> dict[str, Any]:
     # recipe keys at their default are left out, so checkpoints made before them still resume
     changed = method.recipe_changes()
@@ -133,10 +154,12 @@ def train_projectors(model: ConnectedModel, data: Batches, train: TrainConfig,
                      method: MethodConfig, out_dir: str | Path, *, resume: bool = False,
                      device: torch.device = torch.device("cpu"), progress: bool = True,
                      label: str = "training", batch_loss: BatchLoss | None = None,
-                     extra_settings: dict[str, Any] | None = None) -> ConnectedModel:
+                     extra_settings: dict[str, Any] | None = None,
+                     residuals: dict[str, float] | None = None) -> ConnectedModel:
     """Train ``model``'s projectors on ``data``; checkpoint and log under ``out_dir``.
     ``batch_loss`` scores a batch (default: C-MCR's); ``extra_settings`` join what a resumed
-    run must share with the checkpoint (extend mode's settings)."""
+    run must share with the checkpoint (extend mode's settings); ``residuals``: each space's
+    text-pseudo residual variance, which ``method.noise_calibration`` scales into its noise."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(train.seed)
@@ -147,7 +170,7 @@ def train_projectors(model: ConnectedModel, data: Batches, train: TrainConfig,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_lr_factor(
         step, total_steps, train.warmup_steps, train.min_lr_ratio))
     settings = {**_settings(train, method, model), "rows": len(data), **(extra_settings or {})}
-    batch_loss = batch_loss or cmcr_batch_loss(tuple(data.space_names), method)
+    batch_loss = batch_loss or cmcr_batch_loss(tuple(data.space_names), method, residuals)
     start_epoch = 0
     if resume:
         start_epoch = _load_checkpoint(out_dir, settings, model, optimizer, scheduler)

@@ -19,6 +19,8 @@ examples:
   cmcr example --out runs/example            # connect two generated spaces end to end (offline)
   cmcr connect connect.yaml --out runs/clip-clap --set train.epochs=10
   cmcr store info emb/clip_text
+  cmcr inspect emb/clip_image emb/clip_text   # your space's geometry beside real CLIP's, a recipe
+  cmcr study regimes --out runs/regimes      # which recipe wins at which geometry (generated data)
   cmcr demo --threads 1                      # leave the other cores to other jobs
   cmcr index build --model runs/clip-clap --store emb/clip_image --store emb/clap_audio --out idx
   cmcr search idx --audio dog.wav --modality image      # sounds -> pictures, no pairs needed
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Groups of sub-commands; each module has register(subparsers) and imports its heavy
 # dependencies only when one of its commands runs.
 COMMAND_GROUPS: list[str] = ["cmcr.cli.world", "cmcr.cli.core", "cmcr.cli.encoders",
-                             "cmcr.cli.evaluate", "cmcr.cli.search"]
+                             "cmcr.cli.evaluate", "cmcr.cli.search", "cmcr.cli.study"]
 
 
 def pop_threads_option(argv: list[str]) -> tuple[int | None, list[str]]:

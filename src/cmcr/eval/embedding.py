@@ -87,7 +87,7 @@ class EvalEmbedder:
         """(n, d) unit rows: the frozen space's, projected when there is a model."""
         name = self.space_for(modality)
         frozen = self.cached(name, modality, inputs, ids, patches=False)
-        return self.project(name, frozen)
+        return self.project(name, frozen, modality)
 
     def embed_patches(self, images: Sequence[Any], ids: Sequence[str]) -> np.ndarray:
         """(n, patches, d) unit rows: CLIP patch tokens, projected when there is a model."""
@@ -96,13 +96,14 @@ class EvalEmbedder:
             raise ConfigError(f"space '{self.spaces[name].name}' has no patch tokens (CLIP spaces do)")
         flat = self.cached(name, "image", images, ids, patches=True)
         count = len(flat) // max(1, len(images))
-        projected = self.project(name, flat)
+        projected = self.project(name, flat, "image")
         return projected.reshape(len(images), count, -1)
 
-    def project(self, name: str, frozen: np.ndarray) -> np.ndarray:
+    def project(self, name: str, frozen: np.ndarray, modality: str | None = None) -> np.ndarray:
         if self.model is None or len(frozen) == 0:
             return frozen
-        rows = [self.model.project(name, torch.from_numpy(frozen[start:start + 8192])).float().cpu().numpy()
+        rows = [self.model.project(name, torch.from_numpy(frozen[start:start + 8192]), modality)
+                .float().cpu().numpy()
                 for start in range(0, len(frozen), 8192)]
         return np.concatenate(rows)
 

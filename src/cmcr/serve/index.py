@@ -249,7 +249,8 @@ class Index:
         for (source, store), collection in zip(opened, plans):
             self._place(collection)
             build_collection(self.path / collection.segment, store,
-                             _projector(model, collection.space), self.manifest.dim, collection,
+                             _projector(model, collection.space, collection.modality),
+                             self.manifest.dim, collection,
                              index_type=index_type, memory_budget=memory_budget,
                              target_recall=target_recall, chunk_rows=chunk_rows, progress=progress)
             self.manifest.collections.append(collection)
@@ -474,9 +475,9 @@ def infer_model_space(model: Any, store: EmbeddingStore) -> str:
     return owners[0]
 
 
-def _projector(model: Any, space: str) -> Callable[[np.ndarray], np.ndarray]:
+def _projector(model: Any, space: str, modality: str | None) -> Callable[[np.ndarray], np.ndarray]:
     def project(rows: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(model.project(space, rows).float().cpu().numpy())
+        return np.ascontiguousarray(model.project(space, rows, modality).float().cpu().numpy())
     return project
 
 

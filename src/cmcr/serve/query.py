@@ -107,7 +107,7 @@ class QueryEncoder:
         name = self.model.space_for(modality)
         with self._lock:
             frozen = self.space(name).embed(modality, [item])
-            return self.model.project(name, frozen)[0].float().cpu().numpy()
+            return self.model.project(name, frozen, modality)[0].float().cpu().numpy()
 
     def embed_text(self, text: str) -> np.ndarray:
         text = (text or "").strip()

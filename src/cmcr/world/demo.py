@@ -31,7 +31,8 @@ from cmcr.world.concepts import CONCEPTS
 from cmcr.world.extend import compare_extend  # Ex-MCR's extend mode vs C-MCR (issue 13)
 from cmcr.world.generate import (WorldManifest, WorldSizes, generate_world, load_world,
                                  prune_media)
-from cmcr.world.regime import same_meaning_partners, space_regime
+from cmcr.geometry import REAL_CLIP, space_geometry
+from cmcr.world.regime import same_meaning_partners
 from cmcr.world.stages import (AUDIO_PROMPT, IMAGE_PROMPT, FrozenEmbeddings, embed_world,
                                prompt_embeddings, records_field, zero_shot_top1)
 from cmcr.world.toy_spaces import packaged_space_dir
@@ -227,8 +228,8 @@ def chance_both_directions(positives: np.ndarray) -> dict[str, Any]:
     return {"audio_to_image": mean_chance(positives), "image_to_audio": mean_chance(positives.T)}
 
 
-def project(model: ConnectedModel, space: str, rows: np.ndarray) -> np.ndarray:
-    return model.project(space, rows).numpy()
+def project(model: ConnectedModel, space: str, rows: np.ndarray, modality: str) -> np.ndarray:
+    return model.project(space, rows, modality).numpy()
 
 
 def method_similarities(models: dict[str, ConnectedModel], frozen: FrozenEmbeddings
@@ -236,7 +237,7 @@ def method_similarities(models: dict[str, ConnectedModel], frozen: FrozenEmbeddi
     """(test audio, test images) similarity of every ranking method: the connected models, the
     text pivot and the linear map."""
     image, audio = frozen["test_image"], frozen["test_audio"]
-    similarities = {name: project(m, "clap", audio) @ project(m, "clip", image).T
+    similarities = {name: project(m, "clap", audio, "audio") @ project(m, "clip", image, "image").T
                     for name, m in models.items()}
     clip_text, clap_text = frozen["clip_text"], frozen["clap_text"]
     similarities["text_pivot"] = baselines.text_pivot(audio, clap_text, clip_text) @ image.T
@@ -317,14 +318,16 @@ def recipe_effects(scores: dict[str, Any]) -> dict[str, Any]:
             "components": component_effects(scores, PLUS, additions)}
 
 
-def regime(spaces: dict[str, Any], world: WorldManifest, frozen: FrozenEmbeddings,
-           noise_var: float) -> dict[str, Any]:
-    """Each toy space's modality gap and matched-pair cosine on the test pairs (image with its
-    look caption, clip with its sound caption) and what C-MCR's noise leaves of a row."""
-    looks = spaces["clip"].embed("text", records_field(world, "test_pairs", "look_caption"))
-    sounds = spaces["clap"].embed("text", records_field(world, "test_pairs", "sound_caption"))
-    return {"clip": space_regime(frozen["test_image"], looks.numpy(), noise_var),
-            "clap": space_regime(frozen["test_audio"], sounds.numpy(), noise_var)}
+def regime(frozen: FrozenEmbeddings, noise_var: float) -> dict[str, Any]:
+    """Each toy space's geometry (:data:`cmcr.geometry.GEOMETRY_KEYS`) on the paired split's
+    rows (image with its look caption, clip with its sound caption), with real CLIP's beside
+    it as ``reference``; ``noise_cosine`` is what sigma^2 = ``noise_var`` leaves of a row."""
+    return {space: {**space_geometry(frozen[media], frozen[captions], noise_var),
+                    "noise_var": noise_var, "rows": len(frozen[captions]),
+                    "stores": [f"emb/{media}", f"emb/{captions}"],  # cmcr inspect OUT/emb/...
+                    "reference": dict(REAL_CLIP)}
+            for space, media, captions in (("clip", "paired_image", "paired_look_text"),
+                                           ("clap", "paired_audio", "paired_sound_text"))}
 
 
 def training_record(settings: DemoSettings) -> dict[str, Any]:
@@ -357,12 +360,14 @@ def retention(model: ConnectedModel, spaces: dict[str, Any], world: WorldManifes
     return {
         "image_text_top1": {
             "original": zero_shot_top1(image, image_prompts, names, in_image),
-            "joint": zero_shot_top1(project(model, "clip", image),
-                                     project(model, "clip", image_prompts), names, in_image)},
+            "joint": zero_shot_top1(project(model, "clip", image, "image"),
+                                     project(model, "clip", image_prompts, "text"), names,
+                                     in_image)},
         "audio_text_top1": {
             "original": zero_shot_top1(audio, audio_prompts, names, in_audio),
-            "joint": zero_shot_top1(project(model, "clap", audio),
-                                     project(model, "clap", audio_prompts), names, in_audio)},
+            "joint": zero_shot_top1(project(model, "clap", audio, "audio"),
+                                     project(model, "clap", audio_prompts, "text"), names,
+                                     in_audio)},
         "chance_top1": 100.0 / len(names),
     }
 
@@ -371,8 +376,8 @@ def localisation_maps(model: ConnectedModel, patches: torch.Tensor, audio: np.nd
                       size: int) -> np.ndarray:
     """Heat maps (n, size, size): projected audio against projected CLIP patch tokens."""
     n, count, dim = patches.shape
-    joint = project(model, "clip", patches.reshape(n * count, dim).numpy()).reshape(n, count, -1)
-    return heatmaps(joint, project(model, "clap", audio), size=size)
+    joint = project(model, "clip", patches.reshape(n * count, dim).numpy(), "image")
+    return heatmaps(joint.reshape(n, count, -1), project(model, "clap", audio, "audio"), size=size)
 
 
 def _box_map(box: list[int], size: int) -> np.ndarray:
@@ -428,7 +433,8 @@ def counterfactual(models: dict[str, ConnectedModel], world: WorldManifest,
     image, audio = frozen["counterfactual_image"], frozen["counterfactual_audio"]
     results = {}
     for name, model in models.items():
-        scores = np.sum(project(model, "clip", image) * project(model, "clap", audio), axis=1)
+        scores = np.sum(project(model, "clip", image, "image") * project(model, "clap", audio, "audio"),
+                        axis=1)
         results[name] = metrics.recognition_metrics(scores, labels)
     rate = 100.0 * labels.mean()
     results["chance"] = {"AP": rate, "max-F1": 200 * rate / (100 + rate),
@@ -464,7 +470,7 @@ def evaluate(models: dict[str, ConnectedModel], spaces: dict[str, Any], world: W
         "methods": methods,
         "components": component_effects(scores),
         "recipe": recipe_effects(scores),
-        "regime": regime(spaces, world, frozen, MethodConfig().noise_var),
+        "regime": regime(frozen, MethodConfig().noise_var),
         "retention": retention(models["cmcr"], spaces, world, frozen),
         "localisation": local,
         "counterfactual": counterfactual(judged, world, frozen),

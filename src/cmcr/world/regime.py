@@ -1,6 +1,6 @@
-"""Where a contrastive space sits next to real CLIP: its modality gap (Liang et al., NeurIPS
-2022, "Mind the Gap") and how much of an embedding C-MCR's noise leaves (metrics.json's
-``regime``). Pure functions of unit rows."""
+"""The built-in world's regime helpers: what C-MCR's noise leaves of a row (measured by drawing
+the noise, :func:`noise_cosine`) and how many same-meaning texts share a batch. The geometry
+itself (gap, participation ratio, ...) is :mod:`cmcr.geometry`."""
 
 from __future__ import annotations
 
@@ -8,26 +8,6 @@ import numpy as np
 import torch
 
 from cmcr.method import add_noise
-
-
-def modality_gap(first: np.ndarray, second: np.ndarray) -> float:
-    """Liang et al.'s gap: the distance between the centroids of two modalities' (n, d) unit
-    rows, ``||mean(first) - mean(second)||`` (0: no gap; at most 2)."""
-    return float(np.linalg.norm(np.mean(first, axis=0) - np.mean(second, axis=0)))
-
-
-def matched_cosine(first: np.ndarray, second: np.ndarray) -> float:
-    """Mean cosine of matched pairs: row i of ``first`` with row i of ``second`` (unit rows)."""
-    if first.shape != second.shape:
-        raise ValueError(f"matched pairs need equal shapes, got {first.shape} and {second.shape}")
-    return float(np.mean(np.sum(first * second, axis=1)))
-
-
-def effective_dim(rows: np.ndarray) -> float:
-    """Participation ratio of the rows' covariance, (sum l)^2 / sum l^2 over its eigenvalues l:
-    how many directions the embeddings really use (d when isotropic, 1 on a line)."""
-    eigenvalues = np.clip(np.linalg.eigvalsh(np.cov(np.asarray(rows, dtype=np.float64).T)), 0, None)
-    return float(eigenvalues.sum() ** 2 / max((eigenvalues ** 2).sum(), 1e-30))
 
 
 def noise_cosine(rows: np.ndarray, variance: float, seed: int = 0) -> float:
@@ -42,17 +22,6 @@ def random_unit_rows(count: int, dim: int, seed: int = 0) -> np.ndarray:
     """(count, dim) unit rows drawn uniformly on the sphere (for the noise at another dim)."""
     rows = np.random.default_rng(seed).standard_normal((count, dim))
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-
-def space_regime(media: np.ndarray, captions: np.ndarray, noise_var: float) -> dict[str, float]:
-    """One space's regime from matched (media, caption) unit rows: ``dim``, ``modality_gap``,
-    ``matched_cosine``, ``noise_cosine`` (over both modalities' rows at ``noise_var``) and the
-    media rows' ``effective_dim``."""
-    return {"dim": int(media.shape[1]), "modality_gap": modality_gap(media, captions),
-            "effective_dim": effective_dim(media),
-            "matched_cosine": matched_cosine(media, captions),
-            "noise_cosine": noise_cosine(np.vstack([media, captions]), noise_var),
-            "noise_var": float(noise_var)}
 
 
 def same_meaning_partners(concept_sets: list[list[str]], batch_size: int) -> float:

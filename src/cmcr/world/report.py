@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 
 from cmcr.eval.figures import plot_heatmaps, pyplot
+from cmcr.eval.tables import text_table as _table
+from cmcr.geometry import geometry_table
 from cmcr.model import ConnectedModel
 from cmcr.world.concepts import CONCEPTS, HAND_MADE
 from cmcr.world.generate import WorldManifest
-from cmcr.world.regime import noise_cosine, random_unit_rows
 from cmcr.world.extend import extend_section
 from cmcr.world.stages import FrozenEmbeddings, records_field
 
@@ -26,7 +27,6 @@ COMPONENT_NAMES = {"noise": "noise", "memory": "memory retrieval",
 # shifting/shift_features.ipynb) measures the gap as ||mean(image) - mean(text)|| and marks 0.8262
 # as its reference line; the paper's own text was not reachable here to confirm the figure for
 # ViT-B/32 on MSCOCO, and no matched-pair cosine was found in it.
-REAL_CLIP = {"name": "real CLIP ViT-B/32 (Liang et al. 2022, unconfirmed)", "dim": 512, "modality_gap": 0.82}
 
 
 def ordered_methods(results: dict[str, Any]) -> list[str]:
@@ -102,26 +102,13 @@ def recipe_text(results: dict[str, Any], markdown: bool = False) -> list[str]:
 
 
 def regime_table(results: dict[str, Any], markdown: bool = False) -> str:
-    """Each toy space's modality gap, matched-pair cosine and noise cosine, beside real CLIP."""
-    rows = [[f"toy {space.upper()}", str(r["dim"]), f"{r.get('effective_dim', float('nan')):.1f}",
-             f"{r['modality_gap']:.2f}", f"{r['matched_cosine']:.2f}", f"{r['noise_cosine']:.2f}"]
-            for space, r in results["regime"].items()]
-    variance = next(iter(results["regime"].values()))["noise_var"]
-    at_512 = noise_cosine(random_unit_rows(2000, REAL_CLIP["dim"]), variance)
-    rows.append([REAL_CLIP["name"], str(REAL_CLIP["dim"]), "not measured",
-                 f"{REAL_CLIP['modality_gap']:.2f}", "not found", f"{at_512:.2f}"])
-    return _table(["space", "dim", "effective dim", "modality gap", "matched cosine",
-                   f"noise cosine (sigma^2 {variance:g})"], rows, markdown)
-
-
-def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    fmt = lambda r: "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w)  # noqa: E731
-                              for i, (v, w) in enumerate(zip(r, widths)))
-    return "\n".join([fmt(header)] + [fmt(r) for r in rows])
+    """Each toy space's geometry beside real CLIP's (:func:`cmcr.geometry.geometry_table`)."""
+    regime = results["regime"]
+    columns = {f"toy {space.upper()}": values for space, values in regime.items()}
+    reference = next(iter(regime.values())).get("reference")
+    if reference:
+        columns["real CLIP ViT-B/16"] = reference
+    return geometry_table(columns, markdown)
 
 
 def _metric_rows(block: dict[str, dict[str, float]]) -> tuple[list[str], list[list[str]]]:
@@ -139,11 +126,9 @@ def evidence_text(results: dict[str, Any], markdown: bool = False) -> list[str]:
                   components_table(results, "audio_to_image", markdown), "",
                   components_verdict(results), ""]
     if results.get("regime"):
-        parts += ["regime of the toy spaces (test pairs: image with its look caption, clip with "
-                  "its sound caption); effective dim = participation ratio of the media rows; "
-                  "modality gap = ||mean(media) - mean(caption)||; noise "
-                  "cosine = mean cos(x, normalise(x + eps)); the last row's gap is published, "
-                  "its noise cosine measured on random 512-d unit rows",
+        parts += ["geometry of the toy spaces (the paired split: image with its look caption, "
+                  "clip with its sound caption) beside real CLIP ViT-B/16 (500 COCO pairs, "
+                  "Liang et al. 2022); `cmcr inspect` measures your own stores the same way",
                   regime_table(results, markdown), ""]
     return parts
 
@@ -321,8 +306,8 @@ def write_seeds_report(out_dir: Path, summary: dict[str, Any]) -> Path:
 def write_figures(out_dir: Path, world: WorldManifest, frozen: FrozenEmbeddings,
                   model: ConnectedModel, maps: dict[str, np.ndarray], positives: np.ndarray
                   ) -> None:
-    image = model.project("clip", frozen["test_image"]).numpy()
-    audio = model.project("clap", frozen["test_audio"]).numpy()
+    image = model.project("clip", frozen["test_image"], "image").numpy()
+    audio = model.project("clap", frozen["test_audio"], "audio").numpy()
     similarity = audio @ image.T
     concepts = records_field(world, "test_pairs", "concept")
     retrieval_grid(world, similarity, positives, out_dir / "retrieval_grid.png")
@@ -334,7 +319,7 @@ def write_figures(out_dir: Path, world: WorldManifest, frozen: FrozenEmbeddings,
     localisation_figure(world, maps["cmcr_value_patches"], out_dir / "localisation_values.png",
                         "C-MCR: where is the sound? audio vs CLIP value patches (MaskCLIP) "
                         "in the joint space")
-    joint_space_map(image, audio, model.project("clip", frozen["clip_text"][:300]).numpy(),
+    joint_space_map(image, audio, model.project("clip", frozen["clip_text"][:300], "text").numpy(),
                     out_dir / "joint_space.png")
 
 

@@ -9,6 +9,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from cmcr.geometry import GEOMETRY_KEYS
 from cmcr.eval.intervals import spread
 from cmcr.runtime import write_json
 from cmcr.world.demo import DIRECTIONS, DemoSettings, run_demo
@@ -120,7 +121,8 @@ def _regime_over_seeds(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return {}
     spaces = runs[0]["regime"]
     return {space: {key: spread([r["regime"][space][key] for r in runs])
-                    for key in ("modality_gap", "matched_cosine", "noise_cosine", "effective_dim")
-                    if all(key in r["regime"][space] for r in runs)}
+                    for key in GEOMETRY_KEYS[1:]
+                    if all(r["regime"][space].get(key) is not None for r in runs)}
             | {"dim": values["dim"], "noise_var": values["noise_var"]}
+            | ({"reference": values["reference"]} if "reference" in values else {})
             for space, values in spaces.items()}

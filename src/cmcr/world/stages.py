@@ -29,6 +29,9 @@ EMBEDDINGS: dict[str, tuple[str, str, str, str]] = {
     "counterfactual_audio": ("clap", "audio", "counterfactual", "audio"),
     "paired_image": ("clip", "image", "paired_train", "image"),
     "paired_audio": ("clap", "audio", "paired_train", "audio"),
+    # the paired split's own captions, under the same ids: the spaces' geometry (cmcr inspect)
+    "paired_look_text": ("clip", "text", "paired_train", "look_caption"),
+    "paired_sound_text": ("clap", "text", "paired_train", "sound_caption"),
 }
 
 
@@ -44,7 +47,7 @@ class FrozenEmbeddings:
 
 def _items(world: WorldManifest, split: str, field: str) -> list[InputItem]:
     records = getattr(world, split)
-    if field == "caption":
+    if field.endswith("caption"):
         return [InputItem(r["id"], r["caption"]) for r in records]
     return [InputItem(r["id"], str(world.path(r[field]))) for r in records]
 
