@@ -155,11 +155,14 @@ def train_projectors(model: ConnectedModel, data: Batches, train: TrainConfig,
                      device: torch.device = torch.device("cpu"), progress: bool = True,
                      label: str = "training", batch_loss: BatchLoss | None = None,
                      extra_settings: dict[str, Any] | None = None,
-                     residuals: dict[str, float] | None = None) -> ConnectedModel:
+                     residuals: dict[str, float] | None = None,
+                     on_epoch: Callable[[int, ConnectedModel], None] | None = None
+                     ) -> ConnectedModel:
     """Train ``model``'s projectors on ``data``; checkpoint and log under ``out_dir``.
     ``batch_loss`` scores a batch (default: C-MCR's); ``extra_settings`` join what a resumed
     run must share with the checkpoint (extend mode's settings); ``residuals``: each space's
-    text-pseudo residual variance, which ``method.noise_calibration`` scales into its noise."""
+    text-pseudo residual variance, which ``method.noise_calibration`` scales into its noise;
+    ``on_epoch(epoch, model)`` runs after each epoch is saved (the model in eval mode)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(train.seed)
@@ -203,6 +206,8 @@ def train_projectors(model: ConnectedModel, data: Batches, train: TrainConfig,
                   **{k: v / per_epoch for k, v in sums.items()}}
         _append_jsonl(out_dir / METRICS_NAME, record)
         _save_checkpoint(out_dir, settings, epoch + 1, model, optimizer, scheduler)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model.eval())
     bar.close()
     return model.eval()
 

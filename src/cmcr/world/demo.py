@@ -46,7 +46,6 @@ COMPONENTS = {"noise": "no_noise", "memory": "no_memory", "pseudo_inter": "no_ps
               "intra": "no_intra"}
 DIRECTIONS = ("audio_to_image", "image_to_audio")
 PLUS = "cmcr+"  # the recipe that beat the paper's on held-out world seeds (cmcr.recipes)
-PLUS_BOUND = "paired_upper_bound+"  # the paired upper bound trained with cmcr+'s objective
 MEMORY_KEYS = ("pseudo_rounds", "memory_top_k", "memory_temperature")  # meaningless for pairs
 BOOTSTRAP_SEED = 0  # one fixed set of query resamples, shared by every method (paired)
 
@@ -74,7 +73,6 @@ class DemoSettings:
 PAPER_TRAINING = {"epochs": 36, "batch_size": 4096,
                   "projector": {"hidden": 1024, "out_dim": 512, "layers": 2}}
 PAPER_TEXT_FACTOR = 4  # --paper connects through 4x the texts: 8 batches of 4096 an epoch
-MIN_UPPER_BOUND_STEPS = 4  # the paired upper bound's batch shrinks to keep this many per epoch
 
 
 def paper_settings(settings: DemoSettings) -> DemoSettings:
@@ -173,39 +171,16 @@ def train_connections(frozen: FrozenEmbeddings, out_dir: Path, settings: DemoSet
             for name, method in variants.items()}
 
 
-def train_paired_upper_bound(frozen: FrozenEmbeddings, out_dir: Path, settings: DemoSettings,
-                             progress: bool, method: dict[str, Any] | None = None,
-                             name: str = "paired_upper_bound") -> ConnectedModel:
-    """The same projectors trained on true audio-image pairs (the world's ``paired_train``
-    split, drawn like the test pairs), which C-MCR never gets; ``method`` overrides the paper's
-    objective (a recipe's). Its batch shrinks to keep ``MIN_UPPER_BOUND_STEPS`` steps per epoch
-    (only under ``--paper``'s batch 4096)."""
-    paired = out_dir / "paired"
-    paired.mkdir(parents=True, exist_ok=True)
-    np.save(paired / "images.npy", frozen["paired_image"])
-    np.save(paired / "audio.npy", frozen["paired_audio"])
-    rows = len(frozen["paired_image"])
-    batch = min(settings.batch_size, max(2, rows // MIN_UPPER_BOUND_STEPS))
-    config = _connect_config(frozen.stores, replace(settings, batch_size=batch),
-                             {**(method or {}), "use_memory": False})
-    config.shared_modality = "pair"
-    config.spaces["clip"].queries = str(paired / "images.npy")
-    config.spaces["clap"].queries = str(paired / "audio.npy")
-    return connect(config, out_dir / "models" / name, device="cpu",
-                   cache_dir=out_dir / "cache", progress=progress)
+def train_upper_bound(frozen: FrozenEmbeddings, world: WorldManifest, out_dir: Path,
+                      settings: DemoSettings, progress: bool
+                      ) -> tuple[dict[str, ConnectedModel], dict[str, Any]]:
+    """The paired upper bound (:mod:`cmcr.world.bound`: true pairs, early-stopped on held-out
+    pairs, the best of the paper's objective and no noise) and its record."""
+    from cmcr.world.bound import train_paired_upper_bound
 
-
-def train_upper_bounds(frozen: FrozenEmbeddings, out_dir: Path, settings: DemoSettings,
-                       progress: bool) -> dict[str, ConnectedModel]:
-    """The paired upper bound with the paper's objective, and with cmcr+'s (its keys that need
-    no memory) when the recipe exists: each recipe is judged against its own bound."""
-    bounds = {"paired_upper_bound": train_paired_upper_bound(frozen, out_dir, settings, progress)}
-    plus = {key: value for key, value in RECIPES.get(PLUS, {}).items()
-            if key not in MEMORY_KEYS}
-    if RECIPES.get(PLUS):
-        bounds[PLUS_BOUND] = train_paired_upper_bound(frozen, out_dir, settings, progress, plus,
-                                                      PLUS_BOUND)
-    return bounds
+    model, record = train_paired_upper_bound(frozen, world, out_dir, settings, _connect_config,
+                                             progress)
+    return {"paired_upper_bound": model}, record
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -477,9 +452,9 @@ def evaluate(models: dict[str, ConnectedModel], spaces: dict[str, Any], world: W
     }
     if PLUS in models:
         results["recipe"]["retention"] = retention(models[PLUS], spaces, world, frozen)
-    for name, bound in (("cmcr", "paired_upper_bound"), (PLUS, PLUS_BOUND)):
-        if name in methods and bound in methods:
-            upper = methods[bound]["audio_to_image"]["R@1"]
+    for name in ("cmcr", PLUS):
+        if name in methods and "paired_upper_bound" in methods:
+            upper = methods["paired_upper_bound"]["audio_to_image"]["R@1"]
             results[f"{name}_to_upper_bound_R@1"] = (
                 methods[name]["audio_to_image"]["R@1"] / upper if upper else None)
     return results, maps
@@ -507,12 +482,14 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None,
                    for mode in PATCH_MODES}
     with _timed(timings, "connect", progress):
         models = train_connections(frozen, out_dir, settings, progress)
-        models |= train_upper_bounds(frozen, out_dir, settings, progress)
+        bound_models, bound = train_upper_bound(frozen, world, out_dir, settings, progress)
+        models |= bound_models
     with _timed(timings, "evaluate", progress):
         positives = concept_positives(records_field(world, "test_pairs", "concept"),
                                       records_field(world, "test_pairs", "concept"))
         results, maps = evaluate(models, spaces, world, frozen, patches, positives)
         results = {"seed": settings.seed, "training": training_record(settings), **results,
+                   "upper_bound": bound,
                    "false_negatives": false_negatives(world, settings.batch_size)}
         if settings.ablations:
             results["extend"] = compare_extend(out_dir, settings, frozen, spaces, world,

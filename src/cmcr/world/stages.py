@@ -48,7 +48,7 @@ class FrozenEmbeddings:
 def _items(world: WorldManifest, split: str, field: str) -> list[InputItem]:
     records = getattr(world, split)
     if field.endswith("caption"):
-        return [InputItem(r["id"], r["caption"]) for r in records]
+        return [InputItem(r["id"], r[field]) for r in records]
     return [InputItem(r["id"], str(world.path(r[field]))) for r in records]
 
 
