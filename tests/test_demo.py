@@ -250,9 +250,10 @@ def test_the_demo_leaves_a_search_index_that_ranks_like_the_evaluation(demo):
     index = Index.open(out, device="cpu")  # the demo folder: its index/ is found
     assert index.modalities == ["audio", "image"] and len(index) == 2 * REDUCED.test_pairs
     model = ConnectedModel.from_pretrained(out / "models" / "cmcr+")  # the best recipe's space
-    images = model.project("clip", open_store(out / "emb" / "test_image").to_numpy()).numpy()
+    images = model.project("clip", open_store(out / "emb" / "test_image").to_numpy(),
+                           "image").numpy()
     audio_store = open_store(out / "emb" / "test_audio")
-    query = model.project("clap", audio_store.rows(4, 5)).numpy()[0]
+    query = model.project("clap", audio_store.rows(4, 5), "audio").numpy()[0]
     expected = np.argsort(-(images @ query), kind="stable")[:5]
     clip_file = audio_store.metadata()[4]["source"]
     hits = index.search(audio=clip_file, modality="image", k=5)

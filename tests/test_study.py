@@ -60,6 +60,20 @@ def test_a_finished_dataset_is_reused(study, monkeypatch):
     assert regimes.run_study(out, settings, progress=False) == summary
 
 
+def test_a_dataset_made_with_other_training_is_redone(study, monkeypatch):
+    from dataclasses import replace
+
+    out, settings, _ = study
+    directory = out / "cells" / regimes.cell_name(CELLS[0]) / "seed-0"
+    assert not (directory / "models").exists() and not (directory / "data").exists()
+
+    def trained(*args, **kwargs):
+        raise RuntimeError("trained again")
+    monkeypatch.setattr(regimes, "connect", trained)
+    with pytest.raises(RuntimeError, match="trained again"):
+        regimes.run_cell_seed(CELLS[0], 0, replace(settings, epochs=settings.epochs + 1), directory)
+
+
 def _scores(r1: list[float]) -> dict[str, list[float]]:
     return {"R@1": r1, "mAP": r1}
 

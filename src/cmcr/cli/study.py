@@ -36,9 +36,9 @@ example:
 STUDY_HELP = """\
 The regime map: which recipe wins at which geometry. Two spaces of chosen participation ratio,
 modality gap and matched cosine are generated directly as embeddings (no encoders); every
-recipe (the paper's, its four ablations, mean-centring, calibrated noise, normalised pseudo
-rows, cmcr+) connects them through 'cmcr connect''s own code and is judged on held-out
-audio -> image pairs, over several data seeds. Writes OUT/regimes.json, regimes.md (tables with
+recipe (the paper's, its four ablations, mean-centring, calibrated noise, both together =
+cmcr+, normalised pseudo rows, the previous cmcr+) connects them through 'cmcr connect''s own
+code and is judged on held-out audio -> image pairs, over several data seeds. Writes OUT/regimes.json, regimes.md (tables with
 95% intervals) and regimes.png (the map). Finished datasets are reused, so an interrupted run
 resumes. The default grid (12 cells x 3 seeds x 10 recipes) takes about an hour on one core.
 

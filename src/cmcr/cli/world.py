@@ -10,18 +10,20 @@ from cmcr.cli.args import POSITIVE, SEED, WORLD_SCALE
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
 DEMO_HELP = """\
-Run the whole C-MCR story offline in the built-in generated world (about three and a half
-minutes and 520 MB of disk on an idle 2-core machine; re-running reuses the world and the
-embeddings already in OUT). --paper trains with the paper's own head, batch and epochs
-instead (about 40 minutes).
+Run the whole C-MCR story offline in the built-in generated world (about four and a half
+minutes and 490 MB of disk on an idle 2-core machine, 10-12 minutes when other jobs share
+it; re-running reuses the world and the embeddings already in OUT). --paper trains with the
+paper's own head, batch and epochs instead (about 40 minutes).
 
 A toy CLIP (a transformers CLIPModel trained on images and look captions) and a toy CLAP (a
 ClapModel trained on audio and sound captions, on different data) ship inside cmcr. The demo
 generates the world, embeds it with both, connects them through texts plus unpaired image and
 audio memories only, and judges audio<->image retrieval on held-out pairs no stage ever saw,
 against chance, a text pivot, a linear map fitted through texts, C-MCR with each part removed,
-the cmcr+ recipe (and it without each of its additions), and paired upper bounds; plus
-retention, sound-source localisation, counterfactual recognition and Ex-MCR's extend mode.
+the cmcr+ recipe (and it without each of its additions), and a paired upper bound (the same
+projectors on true pairs, early-stopped on held-out pairs); plus retention, sound-source
+localisation, counterfactual recognition and Ex-MCR's extend mode. It also measures both toy
+spaces' geometry beside real CLIP's (the same numbers 'cmcr inspect' gives for your stores).
 
 OUT receives metrics.json (schema in the README), report.md, figures (retrieval_grid.png,
 similarity_matrix.png, localisation.png, localisation_values.png, joint_space.png), and index/:

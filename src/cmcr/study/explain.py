@@ -37,6 +37,9 @@ def recommendation_text(recommendation: dict[str, Any]) -> list[str]:
         lines.append("  how: cmcr connect CONFIG " + " ".join(
             f"--set method.{key}={str(value).lower() if isinstance(value, bool) else value}"
             for key, value in method.items()))
+    if recommendation["cmcr_R@1"] > 90:
+        lines.append("  caution: in that cell every recipe is near the ceiling (the generated "
+                     "task is easy at high matched cosine), so the gain is small evidence")
     if recommendation["far"]:
         lines.append("  caution: your geometry is far from every cell of the map; treat this "
                      "as a guess and compare recipes on your own held-out pairs")

@@ -10,17 +10,18 @@ are kept, so every interval is a bootstrap over queries, stratified by seed.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from cmcr.atomic import atomic_write_text
 from cmcr.config import ConnectConfig
 from cmcr.connect import connect
 from cmcr.eval.intervals import RESAMPLES, per_query_retrieval, percentile_interval
 from cmcr.geometry import space_geometry
-from cmcr.recipes import RECIPES
 from cmcr.study.geometry_data import Geometry, Sizes, make_two_spaces
 
 PAPER = "cmcr"
@@ -33,9 +34,9 @@ MAP_RECIPES: dict[str, dict[str, Any]] = {
     "no_intra": {"use_intra": False},
     "centred": {"center_modalities": True},  # C3 / TextME: each modality minus its own mean
     "calibrated_noise": {"noise_calibration": 1.0},  # sigma^2 = the text-pseudo residual
-    "centred_calibrated": {"center_modalities": True, "noise_calibration": 1.0},
+    "centred_calibrated": {"center_modalities": True, "noise_calibration": 1.0},  # = cmcr+
     "normalized_pseudo": {"normalize_pseudo": True},
-    "cmcr+": dict(RECIPES["cmcr+"]),
+    "old_cmcr+": {"noise_cosine": 0.98, "memory_temperature": 0.005},  # cmcr+ until 2026-12
 }
 METRICS = ("R@1", "mAP")
 
@@ -93,7 +94,12 @@ def run_cell_seed(geometry: Geometry, seed: int, settings: StudySettings, direct
     """Every recipe on one generated dataset; ``scores.json`` in ``directory`` keeps the
     measured geometry and each recipe's per-query scores (recipes already there are reused)."""
     path = directory / "scores.json"
-    done = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"scores": {}}
+    training = {"sizes": asdict(settings.sizes), "epochs": settings.epochs,
+                "batch_size": settings.batch_size, "projector": settings.projector}
+    done = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if done.get("training", training) != training:  # made with other settings: redo it
+        done = {}
+    done.setdefault("scores", {})
     missing = [recipe for recipe in settings.recipes if recipe not in done["scores"]]
     if not missing:
         return done
@@ -102,18 +108,20 @@ def run_cell_seed(geometry: Geometry, seed: int, settings: StudySettings, direct
     measured = {"a": space_geometry(arrays["test_image"], arrays["test_text_a"], 0.004),
                 "b": space_geometry(arrays["test_audio"], arrays["test_text_b"], 0.004)}
     paths = _write_arrays(arrays, directory / "data")
-    scores = dict(done["scores"])
+    result = {"geometry": geometry.as_dict(), "seed": seed, "training": training,
+              "measured": measured, "scores": dict(done["scores"])}
     for recipe in missing:
-        model = connect(_config(paths, settings, MAP_RECIPES[recipe], seed),
-                        directory / "models" / recipe, device="cpu", progress=progress,
-                        label=f"{directory.parent.name} {recipe}")
+        model_dir = directory / "models" / recipe
+        model = connect(_config(paths, settings, MAP_RECIPES[recipe], seed), model_dir,
+                        device="cpu", progress=progress, label=f"{directory.parent.name} {recipe}")
         similarity = (model.project("clap", arrays["test_audio"], "audio").numpy()
                       @ model.project("clip", arrays["test_image"], "image").numpy().T)
         per_query = per_query_retrieval(similarity, positives, ks=(1,))
-        scores[recipe] = {key: per_query[key].round(4).tolist() for key in METRICS}
-    result = {"geometry": geometry.as_dict(), "seed": seed, "measured": measured,
-              "scores": scores}
-    path.write_text(json.dumps(result) + "\n", encoding="utf-8")
+        result["scores"][recipe] = {key: per_query[key].round(4).tolist() for key in METRICS}
+        atomic_write_text(path, json.dumps(result) + "\n")  # each recipe kept as it finishes
+        shutil.rmtree(model_dir)  # the scores are what the map needs; models are 10 MB each
+    shutil.rmtree(directory / "data")
+    shutil.rmtree(directory / "models", ignore_errors=True)
     return result
 
 

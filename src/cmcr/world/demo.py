@@ -46,7 +46,6 @@ COMPONENTS = {"noise": "no_noise", "memory": "no_memory", "pseudo_inter": "no_ps
               "intra": "no_intra"}
 DIRECTIONS = ("audio_to_image", "image_to_audio")
 PLUS = "cmcr+"  # the recipe that beat the paper's on held-out world seeds (cmcr.recipes)
-MEMORY_KEYS = ("pseudo_rounds", "memory_top_k", "memory_temperature")  # meaningless for pairs
 BOOTSTRAP_SEED = 0  # one fixed set of query resamples, shared by every method (paired)
 
 
