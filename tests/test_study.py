@@ -147,6 +147,14 @@ def test_the_shipped_map_recommends_by_its_own_rule():
         assert cell["recommended"] == (max(beating, key=beating.get) if beating else "cmcr")
 
 
+def test_study_quick_runs_from_the_command_line(tmp_path, capsys):
+    assert main(["study", "regimes", "--out", str(tmp_path), "--quick", "--quiet"]) == 0
+    summary = json.loads((tmp_path / "regimes.json").read_text())
+    assert len(summary["cells"]) == 2 and summary["settings"]["seeds"] == [0]
+    assert set(summary["cells"][0]["recipes"]) == {"cmcr", "no_noise", "calibrated_noise"}
+    assert "wrote" in capsys.readouterr().out and (tmp_path / "regimes.png").exists()
+
+
 def test_study_help_teaches(capsys):
     with pytest.raises(SystemExit):
         main(["study", "regimes", "--help"])

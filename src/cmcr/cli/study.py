@@ -75,7 +75,7 @@ def register(subparsers) -> None:
     regimes.add_argument("--epochs", type=POSITIVE, default=None, help="training epochs (default: 16)")
     regimes.add_argument("--quick", action="store_true",
                          help="a small check: 2 cells, the first seed, 3 recipes, 4 epochs, "
-                              "a quarter of the data (about a minute)")
+                              "a quarter of the data (under a minute: a smoke check, not evidence)")
     regimes.add_argument("--quiet", action="store_true", help="no progress bars")
     regimes.set_defaults(run=run_study_regimes)
     study.set_defaults(run=lambda args: study.print_help() or 2)
