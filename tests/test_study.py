@@ -120,11 +120,12 @@ def test_inspect_recovers_a_known_geometry_paired_by_id(tmp_path, study):
 def test_inspect_prints_a_comparison_and_its_recommendation(tmp_path, study, capsys):
     arrays = make_two_spaces(Geometry(10.0, 0.2, 0.87), Sizes(texts=16, memory=16, test_pairs=600))
     media, text = _write_space(tmp_path, arrays, "test_image", "test_text_a")
-    assert main(["inspect", str(media), str(text), "--sample", "400",
+    assert main(["inspect", str(media), str(text), "--sample", "400", "--noise-cosine", "0.98",
                  "--map", str(study[0] / "regimes.json")]) == 0
     out = capsys.readouterr().out
     for words in ("real CLIP ViT-B/16", "toy CLIP", "modality gap", "recommended recipe:",
-                  "uniform sample", "paired by id on 400 rows", "not on your encoders"):
+                  "uniform sample", "paired by id on 400 rows", "not on your encoders",
+                  "noise_cosine 0.98 is sigma^2 8.05e-05 at dim 512", "paired residual"):
         assert words in out
     assert nearest_cell(inspect_stores([media, text], regime_map=study[0] / "regimes.json")
                         ["spaces"][0], load_regime_map(study[0] / "regimes.json"))[0]["name"] \

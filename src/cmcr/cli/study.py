@@ -56,6 +56,8 @@ def register(subparsers) -> None:
                          help="store directories or .npy matrices, two per space")
     inspect.add_argument("--noise-var", type=number(0.0), default=0.004,
                          help="the sigma^2 whose noise cosine to report (default: 0.004, the paper's)")
+    inspect.add_argument("--noise-cosine", type=number(0.0, 0.9999, low_open=True), default=None,
+                         metavar="C", help="also say which sigma^2 leaves cosine C at the stores' dim")
     inspect.add_argument("--sample", type=whole(100), default=20_000, metavar="ROWS",
                          help="measure at most ROWS rows of each store (default: 20000)")
     inspect.add_argument("--seed", type=SEED, default=0, help="the sample's seed (default: 0)")
@@ -86,6 +88,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
     result = inspect_stores(args.stores, noise_var=args.noise_var, limit=args.sample,
                             seed=args.seed, regime_map=args.map)
+    result["noise_cosine"] = args.noise_cosine
     if args.json:
         print(json.dumps(result, indent=2))
     else:

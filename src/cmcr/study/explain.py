@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from cmcr.eval.tables import text_table
-from cmcr.geometry import REAL_CLIP, REAL_CLIP_SOURCE, TOY_SPACES, geometry_table
+from cmcr.geometry import (REAL_CLIP, REAL_CLIP_SOURCE, TOY_SPACES, geometry_table,
+                           variance_for_noise_cosine)
 
 
 def stores_table(result: dict[str, Any]) -> str:
@@ -48,6 +49,26 @@ def recommendation_text(recommendation: dict[str, Any]) -> list[str]:
     return lines
 
 
+def noise_lines(result: dict[str, Any]) -> list[str]:
+    """What sigma^2 leaves of a row, the sigma^2 of a noise cosine when one was asked for, and
+    each paired space's residual (the sigma^2 that noise_calibration 1.0 would use)."""
+    space = result["spaces"][0]
+    lines = [f"noise: sigma^2 {result['noise_var']:g} leaves cosine {space['noise_cosine']:.3f} "
+             f"of a row at dim {space['dim']}"]
+    if result.get("noise_cosine") is not None:
+        variance = variance_for_noise_cosine(space["dim"], result["noise_cosine"])
+        lines.append(f"       noise_cosine {result['noise_cosine']:g} is sigma^2 {variance:.3g} "
+                     f"at dim {space['dim']}")
+    for index, paired in enumerate(result["spaces"]):
+        if paired.get("paired_residual_variance") is not None:
+            residual = paired["paired_residual_variance"]
+            lines.append(f"       space {index + 1}'s paired residual: {residual:.3g} per dim, "
+                         f"{result['noise_var'] / residual:.1f}x below sigma^2 "
+                         f"{result['noise_var']:g} (noise_calibration 1.0 uses the text-pseudo "
+                         "residual measured at training time)")
+    return lines
+
+
 def inspect_text(result: dict[str, Any]) -> str:
     """The whole report ``cmcr inspect`` prints."""
     parts = [stores_table(result), ""]
@@ -58,9 +79,7 @@ def inspect_text(result: dict[str, Any]) -> str:
         parts += [f"space {index + 1}: {space['stores'][0]} vs {space['stores'][1]} ({paired})",
                   geometry_table(columns), ""]
     if result["spaces"]:
-        parts += [f"noise: sigma^2 {result['noise_var']:g} leaves cosine "
-                  f"{result['spaces'][0]['noise_cosine']:.3f} of a row at dim "
-                  f"{result['spaces'][0]['dim']}", ""]
+        parts += noise_lines(result) + [""]
         parts += recommendation_text(result["recommendation"]) + [""]
     else:
         parts += ["give two stores of one space (e.g. image rows, then caption rows) for the "
