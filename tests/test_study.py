@@ -160,3 +160,22 @@ def test_study_help_teaches(capsys):
     with pytest.raises(SystemExit):
         main(["study", "regimes", "--help"])
     assert "cmcr study regimes --out" in capsys.readouterr().out
+
+
+def test_inspect_on_real_clip_rows_gives_their_published_geometry(tmp_path):
+    from pathlib import Path
+
+    image, text = np.load(Path(__file__).parent / "data" / "real-clip" / "features_clip.npy")
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "text.npy", text)
+    result = inspect_stores([tmp_path / "image.npy", tmp_path / "text.npy"])  # the shipped map
+    space = result["spaces"][0]
+    assert space["paired_rows"] == 500  # a .npy's ids are its row numbers: paired row by row
+    for key in geometry.GEOMETRY_KEYS:
+        assert space[key] == pytest.approx(geometry.REAL_CLIP[key], rel=0.01, abs=0.002), key
+    assert result["recommendation"]["cell"] == "pr40-gap0.85-match0.31"
+    assert result["recommendation"]["recipe"] == "centred_calibrated"
+    from cmcr.study.explain import recommendation_text
+
+    assert "  how: cmcr connect CONFIG --set recipe=cmcr+" in recommendation_text(
+        result["recommendation"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from cmcr.eval.tables import text_table
+from cmcr.recipes import RECIPES
 from cmcr.geometry import (REAL_CLIP, REAL_CLIP_SOURCE, TOY_SPACES, geometry_table,
                            variance_for_noise_cosine)
 
@@ -34,7 +35,10 @@ def recommendation_text(recommendation: dict[str, Any]) -> list[str]:
                      f"audio->image R@1 [{low:+.1f}, {high:+.1f}] (R@1 "
                      f"{recommendation['cmcr_R@1']:.1f} -> {recommendation['recipe_R@1']:.1f})")
     method = (recommendation.get("settings") or {}).get("method") or {}
-    if method:
+    named = next((name for name, values in RECIPES.items() if values and values == method), None)
+    if named:
+        lines.append(f"  how: cmcr connect CONFIG --set recipe={named}")
+    elif method:
         lines.append("  how: cmcr connect CONFIG " + " ".join(
             f"--set method.{key}={str(value).lower() if isinstance(value, bool) else value}"
             for key, value in method.items()))
