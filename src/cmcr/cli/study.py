@@ -48,7 +48,7 @@ example:
 """
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     inspect = subparsers.add_parser("inspect", help="measure your stores' geometry (gap, "
                                     "participation ratio, ...) and get a recipe recommendation",
                                     description=INSPECT_HELP, formatter_class=FORMATTER)
