@@ -156,6 +156,25 @@ def test_study_quick_runs_from_the_command_line(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out and (tmp_path / "regimes.png").exists()
 
 
+def test_study_takes_your_own_cells_and_recipes(tmp_path, capsys, monkeypatch):
+    seen = {}
+
+    def fake_run(out, settings, progress=True):
+        seen["settings"] = settings
+        return {"cells": []}
+    monkeypatch.setattr(regimes, "run_study", fake_run)
+    assert main(["study", "regimes", "--out", str(tmp_path), "--cells", "40:0.85:0.31,80:0.5:0.5",
+                 "--recipes", "centred,no_noise"]) == 0
+    settings = seen["settings"]
+    assert [(g.effective_dim, g.modality_gap, g.matched_cosine) for g in settings.cells] == [
+        (40.0, 0.85, 0.31), (80.0, 0.5, 0.5)]
+    assert settings.recipes == ("cmcr", "centred", "no_noise")
+    assert main(["study", "regimes", "--out", str(tmp_path), "--cells", "40:0.85:0.9"]) != 0
+    assert "--cells 40:0.85:0.9" in capsys.readouterr().err
+    assert main(["study", "regimes", "--out", str(tmp_path), "--recipes", "nope"]) != 0
+    assert "unknown nope; known: cmcr" in capsys.readouterr().err
+
+
 def test_study_help_teaches(capsys):
     with pytest.raises(SystemExit):
         main(["study", "regimes", "--help"])

@@ -45,6 +45,8 @@ resumes. The default grid (12 cells x 3 seeds x 10 recipes) takes about an hour 
 example:
   cmcr study regimes --out runs/regimes
   cmcr study regimes --out runs/regimes-quick --quick      # 2 cells, 1 seed, 3 recipes
+  cmcr study regimes --out runs/mine --cells 40:0.85:0.31,80:0.8:0.35 \
+      --recipes no_noise,centred_calibrated      # your encoders' geometry (cmcr inspect)
 """
 
 
@@ -66,6 +68,27 @@ def register(subparsers: Any) -> None:
                               "map shipped with cmcr)")
     inspect.add_argument("--json", action="store_true", help="print the measurements as JSON")
     inspect.set_defaults(run=run_inspect)
+    _register_study(subparsers)
+
+
+def cell_list(text: str) -> list[tuple[float, float, float]]:
+    """``--cells 40:0.85:0.31,10:0.2:0.87`` -> [(PR, gap, matched cosine), ...]."""
+    cells = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            values = tuple(float(v) for v in part.split(":"))
+        except ValueError:
+            values = ()
+        if len(values) != 3:
+            raise argparse.ArgumentTypeError(f"--cells takes PR:GAP:MATCHED triples such as "
+                                             f"40:0.85:0.31; got {part!r}")
+        cells.append(values)
+    if not cells:
+        raise argparse.ArgumentTypeError("--cells needs at least one PR:GAP:MATCHED triple")
+    return cells
+
+
+def _register_study(subparsers: Any) -> None:
     study = subparsers.add_parser("study", help="studies on generated data (the regime map)",
                                   description=STUDY_HELP, formatter_class=FORMATTER)
     actions = study.add_subparsers(dest="study_command", metavar="STUDY")
@@ -75,6 +98,12 @@ def register(subparsers: Any) -> None:
     regimes.add_argument("--seeds", type=seed_list, default=[0, 1, 2], metavar="S1,S2,...",
                          help="data seeds (default: 0,1,2)")
     regimes.add_argument("--epochs", type=POSITIVE, default=None, help="training epochs (default: 16)")
+    regimes.add_argument("--cells", type=cell_list, default=None, metavar="PR:GAP:MATCHED,...",
+                         help="your own grid, e.g. 40:0.85:0.31,80:0.6:0.4 (participation "
+                              "ratio, modality gap, matched cosine; default: the 12 cells)")
+    regimes.add_argument("--recipes", default=None, metavar="NAME,...",
+                         help="a subset of the recipes (cmcr, the paper's, is always in: every "
+                              "effect is measured against it)")
     regimes.add_argument("--quick", action="store_true",
                          help="a small check: 2 cells, the first seed, 3 recipes, 4 epochs, "
                               "a quarter of the data (under a minute: a smoke check, not evidence)")
@@ -106,6 +135,10 @@ def run_study_regimes(args: argparse.Namespace) -> int:
 
     seeds = tuple(args.seeds)
     settings = StudySettings(seeds=seeds)
+    if args.cells:
+        settings = replace(settings, cells=[checked_geometry(*cell) for cell in args.cells])
+    if args.recipes:
+        settings = replace(settings, recipes=checked_recipes(args.recipes))
     if args.quick:
         cells = default_cells()
         settings = replace(settings, cells=[cells[1], cells[-2]], seeds=seeds[:1],
@@ -117,6 +150,34 @@ def run_study_regimes(args: argparse.Namespace) -> int:
     print(_study_lines(summary))
     print(f"wrote {args.out}/regimes.json, regimes.md and regimes.png")
     return 0
+
+
+def checked_geometry(effective_dim: float, gap: float, matched: float) -> Any:
+    """A map cell, or a one-line error saying why no rows have that geometry."""
+    from cmcr.errors import ConfigError
+    from cmcr.study.geometry_data import Geometry
+
+    geometry = Geometry(effective_dim=effective_dim, modality_gap=gap, matched_cosine=matched)
+    try:
+        geometry.shares()
+        if not 1 <= effective_dim <= geometry.dim:
+            raise ValueError(f"a participation ratio must lie in [1, {geometry.dim}]")
+    except ValueError as err:
+        raise ConfigError(f"--cells {effective_dim:g}:{gap:g}:{matched:g}: {err}") from None
+    return geometry
+
+
+def checked_recipes(text: str) -> tuple[str, ...]:
+    """``--recipes`` names, known to the map, with the paper's first."""
+    from cmcr.errors import ConfigError
+    from cmcr.study.regimes import MAP_RECIPES, PAPER
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MAP_RECIPES]
+    if unknown:
+        raise ConfigError(f"--recipes: unknown {', '.join(unknown)}; known: "
+                          f"{', '.join(MAP_RECIPES)}")
+    return (PAPER, *dict.fromkeys(n for n in names if n != PAPER))
 
 
 def _study_lines(summary: dict[str, Any]) -> str:
