@@ -208,10 +208,20 @@ def test_train_spaces_runs_the_reproduction_path(tmp_path):
                        paired_pairs=8)
     generate_world(tmp_path / "world", seed=0, sizes=sizes, progress=False)
     dirs = train_spaces(tmp_path / "world", tmp_path / "spaces", ToyTraining(epochs=1, batch_size=8),
-                        ToyTraining(epochs=1, batch_size=8), progress=False)
+                        ToyTraining(epochs=1, batch_size=8, logit_scale=100.0), progress=False)
     for kind in ("clip", "clap"):
         record = json.loads((dirs[kind] / "training.json").read_text())
         assert record["pairs"] == 24 and record["kind"] == kind
+    import math
+
+    import transformers
+
+    clip = transformers.CLIPModel.from_pretrained(dirs["clip"])
+    clap = transformers.ClapModel.from_pretrained(dirs["clap"])
+    assert float(clip.logit_scale.detach()) != pytest.approx(math.log(100.0))  # learned
+    for scale in (clap.logit_scale_a, clap.logit_scale_t):  # fixed and frozen at 100
+        assert float(scale.detach()) == pytest.approx(math.log(100.0), abs=1e-6)
+    assert json.loads((dirs["clap"] / "training.json").read_text())["training"]["logit_scale"] == 100
 
 
 def test_demo_help_explains_the_outputs(capsys):

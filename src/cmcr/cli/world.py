@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cmcr.cli.args import POSITIVE, SEED, WORLD_SCALE
+from cmcr.cli.args import POSITIVE, SEED, WORLD_SCALE, number
 
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
@@ -117,6 +117,9 @@ def _register_world(subparsers) -> None:
     train.add_argument("--world", default=None, help="an existing world (default: OUT/world)")
     train.add_argument("--epochs", type=POSITIVE, default=25,
                        help="training epochs of each toy space (default: 25, as shipped)")
+    train.add_argument("--logit-scale", type=number(1.0, 1000.0), default=None, metavar="S",
+                       help="train both spaces at this fixed, frozen logit scale (e.g. 100, "
+                            "CLIP's cap); default: learned, as the shipped spaces were")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=run_train_spaces)
     parser.set_defaults(run=lambda args: parser.print_help() or 2)
@@ -191,7 +194,7 @@ def run_train_spaces(args: argparse.Namespace) -> int:
     world = args.world or str(Path(args.out) / "world")
     if args.world is None:
         generate_world(world, seed=0, progress=not args.quiet)
-    dirs = train_spaces(world, args.out, ToyTraining(epochs=args.epochs),
-                        ToyTraining(epochs=args.epochs), progress=not args.quiet)
+    training = ToyTraining(epochs=args.epochs, logit_scale=args.logit_scale)
+    dirs = train_spaces(world, args.out, training, training, progress=not args.quiet)
     print(f"trained toy spaces: {dirs['clip']}, {dirs['clap']}")
     return 0

@@ -39,6 +39,10 @@ class ToyTraining:
     lr: float = 2e-3
     weight_decay: float = 0.05
     seed: int = 0
+    # a fixed logit scale (CLIP caps its learned one at 100), frozen during training; None:
+    # learned from the models' own start (1/0.07), as the shipped spaces were trained. A high
+    # fixed scale keeps the cone of initialisation (Liang et al. 2022): docs/regimes.md
+    logit_scale: float | None = None
 
 
 def packaged_space_dir(kind: str) -> Path:
@@ -156,6 +160,8 @@ def _contrastive_training(model: torch.nn.Module, media: dict[str, torch.Tensor]
     """CLIP-style symmetric InfoNCE via the model's own ``return_loss``; returns epoch losses."""
     generator = torch.Generator().manual_seed(training.seed)
     torch.manual_seed(training.seed)
+    if training.logit_scale is not None:
+        fix_logit_scale(model, training.logit_scale)
     count = len(text["input_ids"])
     steps = count // training.batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=training.lr,
@@ -187,6 +193,18 @@ def _contrastive_training(model: torch.nn.Module, media: dict[str, torch.Tensor]
     return losses
 
 
+
+
+def fix_logit_scale(model: torch.nn.Module, scale: float) -> None:
+    """Set a CLIPModel's (or a ClapModel's two) logit scale to ``scale`` and freeze it."""
+    names = [n for n in ("logit_scale", "logit_scale_a", "logit_scale_t") if hasattr(model, n)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no logit scale to fix")
+    for name in names:
+        parameter = getattr(model, name)
+        with torch.no_grad():
+            parameter.fill_(math.log(scale))
+        parameter.requires_grad_(False)
 
 
 def world_words(captions: Sequence[str]) -> list[str]:
