@@ -138,8 +138,7 @@ def _train_cmcr(config: ConnectConfig, queries: dict[str, EmbeddingStore],
     residuals = calibration_residuals(config, data, model)
     model = train_projectors(model, data, config.train, config.method, out_dir / "training",
                              resume=resume, device=device, progress=progress, label=label,
-                             residuals=residuals,
-                             extra_settings={"residuals": residuals} if residuals else None)
+                             residuals=residuals)
     if pseudo is None or config.method.pseudo_rounds < 2:
         return model
     # Round 2 (a recipe option): pseudo pairs retrieved again in round 1's joint space, then
@@ -217,14 +216,13 @@ def joint_space_pseudo(model: ConnectedModel, space: str, queries: EmbeddingStor
     projected memory / tau, over the top-k or the whole memory) but which average the *raw*
     unit memory rows, as the projectors take them. Holds the memory in RAM."""
     memory_rows = torch.from_numpy(np.ascontiguousarray(memory.to_numpy(), dtype=np.float32))
-    shared = model.config.shared_modality
-    memory_modality = next(m for m in model.config.spaces[space].modalities if m != shared)
-    joint_memory = model.project(space, memory_rows, memory_modality)
+    joint_memory = model.project(space, memory_rows, model.memory_modality(space))
     raw_memory = F.normalize(memory_rows, dim=1).to(joint_memory.device)
     result = np.empty((len(queries), queries.dim), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(queries), chunk):
-            joint = model.project(space, queries.rows(start, start + chunk), shared)
+            joint = model.project(space, queries.rows(start, start + chunk),
+                                  model.config.shared_modality)
             scores = joint @ joint_memory.T / temperature
             if top_k is not None and top_k < scores.shape[1]:
                 values, index = scores.topk(top_k, dim=1)

@@ -116,6 +116,11 @@ class ConnectedModel(nn.Module):
                               f"'{modality}'")
         return F.normalize(rows - self.centres.mean(space_name, modality).to(rows), dim=-1)
 
+    def memory_modality(self, space_name: str) -> str:
+        """The modality a C-MCR space adds beside the shared one (its memory's: image, audio)."""
+        shared = self.config.shared_modality
+        return next((m for m in self.config.spaces[space_name].modalities if m != shared), shared)
+
     @property
     def space_names(self) -> list[str]:
         return list(self.config.spaces)

@@ -105,8 +105,6 @@ def cmcr_batch_loss(names: tuple[str, ...], method: MethodConfig,
     uses_agreement = (method.same_text_threshold is not None
                       or method.soft_target_temperature is not None)
     residuals = residuals or {}
-    variances = [noise_variance(method, 0, residuals.get(name)) if method.noise_calibration
-                 else None for name in names]
 
     def loss(model: ConnectedModel, batch: list[torch.Tensor], generator: torch.Generator) -> Any:
         if method.normalize_pseudo and len(batch) == 4:
@@ -114,8 +112,8 @@ def cmcr_batch_loss(names: tuple[str, ...], method: MethodConfig,
         if model.centred:
             batch = [centred_rows(model, names[index % 2], index >= 2, rows)
                      for index, rows in enumerate(batch)]
-        noisy = [add_noise(rows, variances[index % 2] if variances[index % 2] is not None
-                           else noise_variance(method, rows.shape[-1]), generator)
+        noisy = [add_noise(rows, noise_variance(method, rows.shape[-1],
+                                                residuals.get(names[index % 2])), generator)
                  for index, rows in enumerate(batch)]
         projected = []
         for side, name in enumerate(names):
@@ -135,9 +133,8 @@ def cmcr_batch_loss(names: tuple[str, ...], method: MethodConfig,
 def centred_rows(model: ConnectedModel, space_name: str, pseudo: bool, rows: torch.Tensor
                  ) -> torch.Tensor:
     """A batch's query (or pseudo) rows centred on the shared (or memory) modality's mean."""
-    shared = model.config.shared_modality
-    modality = next((m for m in model.config.spaces[space_name].modalities if m != shared),
-                    shared) if pseudo else shared
+    modality = (model.memory_modality(space_name) if pseudo
+                else model.config.shared_modality)
     return model.centre_rows(space_name, modality, F.normalize(rows, dim=-1))
 
 
@@ -172,7 +169,8 @@ def train_projectors(model: ConnectedModel, data: Batches, train: TrainConfig,
     total_steps = per_epoch * train.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_lr_factor(
         step, total_steps, train.warmup_steps, train.min_lr_ratio))
-    settings = {**_settings(train, method, model), "rows": len(data), **(extra_settings or {})}
+    settings = {**_settings(train, method, model), "rows": len(data), **(extra_settings or {}),
+                **({"residuals": residuals} if residuals else {})}
     batch_loss = batch_loss or cmcr_batch_loss(tuple(data.space_names), method, residuals)
     start_epoch = 0
     if resume:

@@ -52,9 +52,9 @@ def held_out_map(images: np.ndarray, audio: np.ndarray, concepts: np.ndarray
 
 
 def _train_early_stopped(config: Any, train_rows: dict[str, np.ndarray], score, out_dir: Path,
-                         progress: bool, label: str) -> tuple[dict[str, Any], list[float], int]:
-    """Train once for the config's epochs; the state of the best held-out epoch, every epoch's
-    score, and that epoch."""
+                         progress: bool, label: str) -> tuple[ConnectedModel, list[float], int]:
+    """Train once for the config's epochs; the model at its best held-out epoch, every
+    epoch's score, and that epoch."""
     stores = {name: as_store(rows) for name, rows in train_rows.items()}
     seed_everything(config.train.seed)
     model = build_model(config, stores)
@@ -68,7 +68,8 @@ def _train_early_stopped(config: Any, train_rows: dict[str, np.ndarray], score, 
     data = TrainingData(("clip", "clap"), (stores["clip"], stores["clap"]), None)
     train_projectors(model, data, config.train, config.method, out_dir, device="cpu",
                      progress=progress, label=label, on_epoch=on_epoch)
-    return best["state"], history, best["epoch"]
+    model.load_state_dict(best["state"])
+    return model.eval(), history, best["epoch"]
 
 
 def train_paired_upper_bound(frozen: FrozenEmbeddings, world: WorldManifest, out_dir: Path,
@@ -84,21 +85,19 @@ def train_paired_upper_bound(frozen: FrozenEmbeddings, world: WorldManifest, out
     bound_settings = replace(settings, batch_size=batch, epochs=settings.epochs * EPOCH_FACTOR)
     record: dict[str, Any] = {"train_pairs": len(train), "held_out_pairs": len(held_out),
                               "max_epochs": bound_settings.epochs, "objectives": {}}
-    chosen: tuple[float, str, dict[str, Any], Any] | None = None
+    chosen: tuple[float, str, ConnectedModel] | None = None
     for name, method in OBJECTIVES.items():
         config = make_config(frozen.stores, bound_settings, {**method, "use_memory": False})
         config.shared_modality = "pair"
-        state, history, epoch = _train_early_stopped(
+        model, history, epoch = _train_early_stopped(
             config, {"clip": images[train], "clap": audio[train]}, score,
             out_dir / "models" / f"paired_upper_bound-{name}", progress,
             f"train paired_upper_bound ({name})")
         record["objectives"][name] = {"held_out_mAP": history, "best_epoch": epoch}
         if chosen is None or max(history) > chosen[0]:
-            chosen = (max(history), name, state, config)
-    _, record["objective"], state, config = chosen
+            chosen = (max(history), name, model)
+    _, record["objective"], model = chosen
     record["epoch"] = record["objectives"][record["objective"]]["best_epoch"]
-    model = build_model(config, {"clip": as_store(images[:2]), "clap": as_store(audio[:2])})
-    model.load_state_dict(state)
-    model.eval().save_pretrained(out_dir / "models" / "paired_upper_bound")
+    model.save_pretrained(out_dir / "models" / "paired_upper_bound")
     write_json(out_dir / "models" / "paired_upper_bound" / "bound.json", record)
     return model, record
