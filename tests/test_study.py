@@ -139,6 +139,22 @@ def test_inspect_refuses_stores_of_two_spaces(tmp_path):
         inspect_stores([tmp_path / "a", tmp_path / "b"])
 
 
+def test_inspect_refuses_tiny_stores_and_foreign_maps_in_one_line(tmp_path, capsys):
+    np.save(tmp_path / "one.npy", np.ones((1, 8), np.float32))
+    assert main(["inspect", str(tmp_path / "one.npy")]) != 0
+    assert "one.npy: holds 1 rows" in capsys.readouterr().err
+    rows = np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)
+    np.save(tmp_path / "a.npy", rows)
+    np.save(tmp_path / "b.npy", rows + 1)
+    (tmp_path / "map.json").write_bytes(b"\xff\xfe not json")
+    (tmp_path / "other.json").write_text('{"cells": [{"name": "x"}]}')
+    for bad, words in (("map.json", "cannot read the regime map"), ("other.json", "not a regime map")):
+        assert main(["inspect", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"),
+                     "--map", str(tmp_path / bad)]) != 0
+        err = capsys.readouterr().err
+        assert words in err and "internal error" not in err
+
+
 def test_the_shipped_map_recommends_by_its_own_rule():
     shipped = load_regime_map()
     assert len(shipped["cells"]) >= 12 and len(shipped["settings"]["seeds"]) >= 3

@@ -21,6 +21,7 @@ from cmcr import geometry
 from cmcr.errors import StoreError
 from cmcr.store import EmbeddingStore, open_store
 
+MIN_ROWS = 4  # the gap's stability compares two halves of each store
 SAMPLE_LIMIT = 20_000  # rows measured per store; more add little to these averages
 MAP_FILE = "regime_map.json"  # the shipped summary of `cmcr study regimes` (default settings)
 
@@ -90,9 +91,15 @@ def load_regime_map(path: str | Path | None = None) -> dict[str, Any]:
     regimes`` run."""
     source = Path(path) if path else Path(str(resources.files("cmcr.study") / MAP_FILE))
     try:
-        return json.loads(source.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+        regime_map = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
         raise StoreError(f"{source}: cannot read the regime map: {err}") from None
+    cells = regime_map.get("cells") if isinstance(regime_map, dict) else None
+    if not cells or not all(isinstance(c, dict) and {"measured", "recipes", "recommended"} <= set(c)
+                            for c in cells):
+        raise StoreError(f"{source}: not a regime map: expected the regimes.json that 'cmcr "
+                         "study regimes' writes (a non-empty 'cells' list)")
+    return regime_map
 
 
 def nearest_cell(measured: dict[str, Any], regime_map: dict[str, Any]) -> tuple[dict[str, Any], float]:
@@ -132,6 +139,10 @@ def inspect_stores(paths: Sequence[str | Path], noise_var: float = 0.004,
     if not paths:
         raise StoreError("give at least one store (two of one space for its modality gap)")
     opened = [open_store(p) for p in paths]
+    for store in opened:
+        if len(store) < MIN_ROWS:
+            raise StoreError(f"{store.path}: holds {len(store)} rows; measuring a space's "
+                             f"geometry needs at least {MIN_ROWS}")
     sampled = [Sampled(s, geometry.sample_rows(len(s), limit, seed)) for s in opened]
     result: dict[str, Any] = {"sample_limit": limit, "noise_var": noise_var,
                               "stores": [store_geometry(s) for s in sampled], "spaces": []}
