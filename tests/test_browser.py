@@ -55,6 +55,25 @@ def card_ids(page) -> list[str]:
     return page.locator("#results .result").evaluate_all("cards => cards.map(c => c.dataset.id)")
 
 
+def reload(page, live_server) -> None:
+    page.goto(live_server)
+    page.wait_for_function("document.querySelector('#modality').options.length > 1")
+
+
+def test_before_any_search_no_more_button_and_no_preview_box_are_visible(page, live_server):
+    reload(page, live_server)
+    assert not page.is_visible("#more") and not page.is_visible("#query-view")
+    page.select_option("#modality", "")
+    page.fill("#query", "a yellow sun")
+    page.press("#query", "Enter")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('20 results for')")
+    assert page.is_visible("#more")  # 20 of 24 rows shown: there is a next page
+    assert not page.is_visible("#query-view")  # a text query has no preview
+    page.click("#more")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('24 results for')")
+    assert not page.is_visible("#more")  # the last page
+
+
 def test_typing_a_query_shows_result_cards(page, live_server):
     page.select_option("#modality", "image")
     page.fill("#query", "a yellow sun")
@@ -98,8 +117,36 @@ def test_clicking_a_result_searches_with_it(page, live_server):
     assert card_ids(page) == expected and first.get_attribute("data-row") != row
 
 
-def test_a_bad_upload_shows_the_servers_message(page):
+def test_a_slow_answer_to_an_older_search_never_replaces_a_newer_one(page, live_server, search_world):
+    """The modality change re-runs an upload (slow, delayed here by 1.5 s) and a text query is
+    typed at once: the text query's results must be what stays on the page."""
+    reload(page, live_server)
+    page.evaluate("""() => {
+        const fetch0 = window.fetch;
+        window.fetch = (url, options = {}) => options.method === "POST"
+            ? new Promise(done => setTimeout(() => done(fetch0(url, options)), 1500))
+            : fetch0(url, options);
+    }""")
+    page.set_input_files("#file", str(search_world["sounds"] / "sound-4.wav"))
+    page.wait_for_function("document.querySelector('#status').textContent.includes('results for')",
+                           timeout=60_000)
+    page.select_option("#modality", "image")  # re-runs the upload: answered in 1.5 s
+    page.fill("#query", "a red square")
+    page.press("#query", "Enter")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('results for “a red')")
+    page.wait_for_timeout(2500)  # past the upload's delayed answer
+    assert "a red square" in page.text_content("#status")
+    assert card_ids(page) == [r["id"] for r in api(live_server, "q=a%20red%20square&modality=image&k=20")]
+
+
+def test_a_bad_upload_shows_the_servers_message_and_clears_the_old_results(page, live_server):
+    page.select_option("#modality", "image")
+    page.fill("#query", "a yellow sun")
+    page.press("#query", "Enter")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('results for')")
+    assert card_ids(page)
     page.set_input_files("#file", files=[{"name": "notes.jpg", "mimeType": "image/jpeg",
                                           "buffer": b"not an image at all"}])
     page.wait_for_selector("#status.error")
     assert "415" in page.text_content("#status") and "neither an image" in page.text_content("#status")
+    assert card_ids(page) == [] and not page.is_visible("#more")

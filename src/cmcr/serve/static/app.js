@@ -2,7 +2,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { query: null, offset: 0 };  // query: {kind: "text"|"file"|"like", value, label}
+// query: {kind: "text"|"file"|"like", value, label}; ticket numbers searches so that only the
+// latest one may draw (a slow upload answered after a newer text query must not replace it).
+const state = { query: null, offset: 0, ticket: 0, controller: null };
 
 function el(tag, attrs = {}, children = []) {
   const node = document.createElement(tag);
@@ -36,7 +38,7 @@ function showError(message) {
   $("status").className = "error";
 }
 
-function request(query, offset) {
+function request(query, offset, signal) {
   const k = $("k").value, modality = $("modality").value;
   if (query.kind === "file") {
     const form = new FormData();
@@ -44,26 +46,32 @@ function request(query, offset) {
     form.append("k", k);
     form.append("offset", offset);
     if (modality) form.append("modality", modality);
-    return fetch("/api/search", { method: "POST", body: form });
+    return fetch("/api/search", { method: "POST", body: form, signal });
   }
   const params = new URLSearchParams({ k, offset });
   params.set(query.kind === "text" ? "q" : "like", query.value);
   if (modality) params.set("modality", modality);
-  return fetch(`/api/search?${params}`);
+  return fetch(`/api/search?${params}`, { signal });
 }
 
 async function search(query, append = false) {
+  const ticket = ++state.ticket;
+  if (state.controller) state.controller.abort();  // the older search's answer is no longer wanted
+  const controller = new AbortController();
+  state.controller = controller;
   state.query = query;
   state.offset = append ? state.offset + Number($("k").value) : 0;
   $("status").className = "";
   $("status").textContent = `searching for ${query.label}…`;
   let answer;
   try {
-    const response = await request(query, state.offset);
+    const response = await request(query, state.offset, controller.signal);
     answer = await response.json();
-    if (!response.ok) return showError(`${response.status}: ${answer.error || "request failed"}`);
+    if (ticket !== state.ticket) return;
+    if (!response.ok) return failed(`${response.status}: ${answer.error || "request failed"}`);
   } catch (error) {
-    return showError(`the server did not answer: ${error}`);
+    if (ticket !== state.ticket) return;
+    return failed(`the server did not answer: ${error}`);
   }
   if (!append) $("results").replaceChildren();
   for (const hit of answer.results) $("results").append(card(hit));
@@ -71,6 +79,13 @@ async function search(query, append = false) {
   const filter = $("modality").value ? ` among ${$("modality").value} rows` : "";
   $("status").textContent = `${shown} results for ${query.label}${filter} · ${answer.took_ms} ms`;
   $("more").hidden = answer.results.length < Number($("k").value);
+}
+
+function failed(message) {
+  // a failed search leaves no results of an earlier one under its message
+  $("results").replaceChildren();
+  $("more").hidden = true;
+  showError(message);
 }
 
 function preview(hit) {
