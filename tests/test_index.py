@@ -239,10 +239,10 @@ def test_add_extends_an_index_without_touching_its_segments(tmp_path, joint_mode
 
 def test_an_interrupted_build_keeps_its_finished_collections(tmp_path, joint_model, two_stores,
                                                             monkeypatch):
-    import cmcr.serve.index as index_module
+    import cmcr.serve.segments as segments_module
 
     images, sounds = two_stores
-    real_build, calls = index_module.build_segment, []
+    real_build, calls = segments_module.build_segment, []
 
     def interrupted_on_the_second(*args, **kwargs):
         calls.append(args[0])
@@ -250,7 +250,7 @@ def test_an_interrupted_build_keeps_its_finished_collections(tmp_path, joint_mod
             raise KeyboardInterrupt
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(index_module, "build_segment", interrupted_on_the_second)
+    monkeypatch.setattr(segments_module, "build_segment", interrupted_on_the_second)
     with pytest.raises(KeyboardInterrupt):
         Index.build(tmp_path / "idx", joint_model, [str(images.path), str(sounds.path)],
                     progress=False)

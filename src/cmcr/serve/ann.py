@@ -266,3 +266,20 @@ def read_index(path: Path, factory: str, mmap: bool = True) -> Any:
         if mmap:  # index kinds without a memory-mapped reader load into RAM
             return read_index(path, factory, mmap=False)
         raise StoreError(f"{path}: unreadable FAISS index ({str(err).strip()[-200:]})") from None
+
+
+def index_kind(index: Any) -> str:
+    """What family a FAISS index is (IVF, HNSW, Flat, or its class name), to compare an index
+    read from disk with the factory string recorded for it."""
+    faiss = require_faiss()
+    try:
+        faiss.extract_index_ivf(index)
+        return "IVF"
+    except RuntimeError:
+        pass
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexHNSW):
+        return "HNSW"
+    if isinstance(index, faiss.IndexFlat):
+        return "Flat"
+    return type(index).__name__

@@ -10,35 +10,37 @@ An index is a directory::
 
 Global row numbers run through the collections in order. Each collection is a segment of its
 own, so ``add`` never retrains what is there, and a modality filter only searches its segments.
+The manifest and the segments' checks live in cmcr.serve.manifest and cmcr.serve.segments;
+this module opens, builds, extends and searches an index.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import sys
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cmcr.atomic import atomic_write_text
 from cmcr.errors import CheckpointError, CmcrError, ConfigError, StoreError
 from cmcr.serve import ann
-from cmcr.serve.records import StringTable, StringTableWriter
+from cmcr.serve.manifest import (INDEX_FILE, Collection, IndexManifest, model_digest,
+                                 read_manifest, remove_segment_files, write_manifest)
+from cmcr.serve.records import StringTable
+from cmcr.serve.segments import (build_collection, build_segment, check_digests, open_segment,
+                                 open_table, row_source, sample_rows)
 from cmcr.store import EmbeddingStore, open_store, store_lock
 
-INDEX_FILE = "index.json"
-FORMAT_NAME = "cmcr-index"
-FORMAT_VERSION = 1
+__all__ = ["Index", "StoreSource", "SearchResult", "NotInIndexError", "Collection",
+           "IndexManifest", "INDEX_FILE", "model_digest", "read_manifest", "write_manifest",
+           "build_collection", "build_segment", "row_source", "sample_rows", "check_page",
+           "infer_model_space"]
+
 MEDIA_MODALITIES = ("image", "audio", "video")
 MAX_K = 1000
 MAX_DEPTH = 10_000  # offset + k
-SOURCE_KEYS = ("source", "path", "file", "filepath", "image", "audio")  # metadata naming the file
-TEXT_KEYS = ("text", "caption", "sentence")
 
 
 class NotInIndexError(CmcrError, KeyError):
@@ -75,26 +77,6 @@ class StoreSource:
 
 
 @dataclass
-class Collection:
-    """One store projected into the joint space: a segment of the index (``index.json``)."""
-
-    name: str
-    store: str
-    space: str  # the model space that projected it
-    frozen_space: str | None  # the store's own space spec, e.g. "clip:openai/clip-vit-base-patch32"
-    modality: str
-    rows: int
-    start: int  # global row number of its first row
-    segment: str  # file stem of its FAISS index and tables
-    factory: str
-    reason: str
-    search_parameter: str | None = None
-    search_value: int | None = None
-    tuned_recall: float | None = None
-    media: str | None = None
-
-
-@dataclass
 class SearchResult:
     """One hit: the row, what it is, and its score (cosine in the joint space)."""
 
@@ -109,58 +91,6 @@ class SearchResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class IndexManifest:
-    """``index.json``: the model, the frozen spaces and the collections."""
-
-    model: str
-    model_digest: str
-    dim: int
-    spaces: dict[str, str] = field(default_factory=dict)  # model space -> frozen space spec
-    collections: list[Collection] = field(default_factory=list)
-
-    @property
-    def rows(self) -> int:
-        return sum(c.rows for c in self.collections)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT_NAME, "version": FORMAT_VERSION, **asdict(self)}
-
-
-def model_digest(model_dir: str | Path) -> str:
-    """sha256 of a connected model's weights: which model an index's rows were projected by."""
-    weights = Path(model_dir) / "model.safetensors"
-    try:
-        digest = hashlib.sha256()
-        with open(weights, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as err:
-        raise CheckpointError(f"{weights}: cannot read the model's weights ({err})") from None
-    return digest.hexdigest()
-
-
-def read_manifest(directory: Path) -> IndexManifest:
-    path = directory / INDEX_FILE
-    if not path.is_file():
-        raise StoreError(f"{directory}: not a cmcr index (no {INDEX_FILE}; build one with "
-                         "'cmcr index build')")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.pop("format", None) != FORMAT_NAME:
-            raise ValueError(f"format is not {FORMAT_NAME!r}")
-        if data.pop("version", None) != FORMAT_VERSION:
-            raise ValueError(f"version is not {FORMAT_VERSION} (this cmcr's)")
-        collections = [Collection(**entry) for entry in data.pop("collections")]
-        return IndexManifest(**data, collections=collections)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
-        raise StoreError(f"{path}: not a readable cmcr index manifest ({err})") from None
-
-
-def write_manifest(directory: Path, manifest: IndexManifest) -> None:
-    atomic_write_text(directory / INDEX_FILE, json.dumps(manifest.to_json(), indent=2) + "\n")
 
 
 def check_page(k: int, offset: int) -> None:
@@ -191,37 +121,63 @@ class Index:
     @classmethod
     def open(cls, path: str | Path, *, spaces: dict[str, str] | None = None,
              model: str | Path | None = None, device: str = "auto", mmap: bool = True) -> "Index":
-        """Open an index (memory-mapped); ``spaces`` overrides the frozen space of a model
-        space (e.g. ``{"clip": "clip:DIR"}``); ``model`` must be the one the index was built with."""
+        """Open an index (memory-mapped) after checking it (:meth:`verify`); ``spaces``
+        overrides the frozen space of a model space (e.g. ``{"clip": "clip:DIR"}``); ``model``
+        must be the one the index was built with."""
         directory = Path(path).expanduser()
         if (directory / "index" / INDEX_FILE).is_file() and not (directory / INDEX_FILE).is_file():
             directory = directory / "index"  # a demo's output folder holds its index
         manifest = read_manifest(directory)
         index = cls(directory, manifest, mmap=mmap, spaces=spaces, device=device)
+        index.verify()
+        if not manifest.complete:
+            print(f"cmcr: note: {directory}: its build did not finish ({len(manifest.collections)} "
+                  "collection(s) are there); run the same 'cmcr index build' again to finish it",
+                  file=sys.stderr)
         if model is not None:
             index.check_model(model)
         return index
+
+    def verify(self) -> None:
+        """Check each segment against ``index.json``: its files' sha256 (indexes built before
+        they were recorded: the rest only), its FAISS index's kind, dims and rows, its tables'
+        rows and UTF-8; a StoreError names the segment's file."""
+        unrecorded = [c.segment for c in self.manifest.collections if c.sha256 is None]
+        if unrecorded:
+            print(f"cmcr: note: {self.path}: built by an older cmcr that did not record its "
+                  "segments' sha256, so changed or swapped segment files cannot be detected; "
+                  "rebuild it (cmcr index build --overwrite) to have them checked",
+                  file=sys.stderr)
+        for collection in self.manifest.collections:
+            check_digests(self.path, collection, self.path / INDEX_FILE)
+            self._segment(collection)
+            self._table(collection, "ids")
+            self._table(collection, "sources")
 
     @classmethod
     def build(cls, out: str | Path, model: str | Path, stores: Sequence[StoreSource | str], *,
               overwrite: bool = False, progress: bool = True, **options: Any) -> "Index":
         """Project ``stores`` with ``model`` into a new index at ``out``; ``options`` go to
-        :meth:`add` (index_type, memory_budget, target_recall, chunk_rows)."""
+        :meth:`add` (index_type, memory_budget, target_recall, chunk_rows). An unfinished index
+        there (a killed build) is resumed when begun with the same model and first stores, else
+        replaced; a finished one is replaced only with ``overwrite``."""
         from cmcr.model import ConnectedModel
 
         directory = Path(out).expanduser()
-        if (directory / INDEX_FILE).exists() and not overwrite:
-            raise StoreError(f"{directory}: an index is already there; add stores with "
-                             "'cmcr index add', or pass --overwrite to replace it")
-        directory.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            _remove_index_files(directory)
+        _refuse_finished(directory, overwrite)  # before loading anything
         loaded = ConnectedModel.from_pretrained(model)
-        manifest = IndexManifest(model=str(Path(model).expanduser().resolve()),
-                                 model_digest=model_digest(model), dim=loaded.out_dim)
-        write_manifest(directory, manifest)
-        index = cls(directory, manifest)
-        index.add(stores, progress=progress, model=loaded, **options)
+        sources = [s if isinstance(s, StoreSource) else StoreSource.parse(s) for s in stores]
+        fresh = IndexManifest(model=str(Path(model).expanduser().resolve()),
+                              model_digest=model_digest(model), dim=loaded.out_dim,
+                              complete=False)
+        with store_lock(directory):
+            _refuse_finished(directory, overwrite)
+            index = cls(directory, _starting_manifest(directory, fresh, sources, overwrite))
+            write_manifest(directory, index.manifest)
+            index._add_locked(sources[len(index.manifest.collections):], model=loaded,
+                              progress=progress, **options)
+            index.manifest.complete = True
+            write_manifest(directory, index.manifest)
         return index
 
     def add(self, stores: Sequence[StoreSource | str], *, index_type: str = "auto",
@@ -231,12 +187,14 @@ class Index:
         exclusive lock on the index folder, so two ``add`` runs cannot interleave."""
         with store_lock(self.path):
             self.manifest = read_manifest(self.path)  # what another run may have added meanwhile
-            return self._add_locked(stores, index_type, memory_budget, target_recall, chunk_rows,
-                                    progress, model)
+            return self._add_locked(stores, index_type=index_type, memory_budget=memory_budget,
+                                    target_recall=target_recall, chunk_rows=chunk_rows,
+                                    progress=progress, model=model)
 
-    def _add_locked(self, stores: Sequence[StoreSource | str], index_type: str,
-                    memory_budget: int | None, target_recall: float, chunk_rows: int,
-                    progress: bool, model: Any) -> list[Collection]:
+    def _add_locked(self, stores: Sequence[StoreSource | str], *, index_type: str = "auto",
+                    memory_budget: int | None = None,
+                    target_recall: float = ann.DEFAULT_TARGET_RECALL, chunk_rows: int = 65536,
+                    progress: bool = True, model: Any = None) -> list[Collection]:
         model = model if model is not None else self.load_model()
         sources = [s if isinstance(s, StoreSource) else StoreSource.parse(s) for s in stores]
         opened = [(source, open_store(source.path)) for source in sources]
@@ -340,14 +298,14 @@ class Index:
     def _table(self, collection: Collection, kind: str) -> StringTable:
         key = (collection.segment, kind)
         if key not in self._tables:
-            self._tables[key] = StringTable(self.path / f"{collection.segment}.{kind}")
+            self._tables[key] = open_table(self.path, collection, kind)
         return self._tables[key]
 
     def _segment(self, collection: Collection) -> Any:
-        """The collection's FAISS index as stored (CPU, memory-mapped)."""
+        """The collection's FAISS index as stored (CPU, memory-mapped), checked against it."""
         if collection.segment not in self._segments:
-            self._segments[collection.segment] = ann.read_index(
-                self.path / f"{collection.segment}.faiss", collection.factory, mmap=self._mmap)
+            self._segments[collection.segment] = open_segment(
+                self.path, collection, self.manifest.dim, self._mmap)
         return self._segments[collection.segment]
 
     def _searcher(self, collection: Collection) -> Any:
@@ -426,6 +384,11 @@ class Index:
         if query.shape[1] != self.manifest.dim:
             raise ConfigError(f"query has {query.shape[1]} dims; the index holds "
                               f"{self.manifest.dim}-d joint-space rows")
+        if not np.isfinite(query).all():
+            raise CheckpointError(
+                f"the query's joint-space vector holds {int((~np.isfinite(query)).sum())} NaN/inf "
+                f"value(s) of {query.shape[1]}: a vector given with NaN/inf, or a model "
+                f"({self.manifest.model}) whose projector gives non-finite outputs")
         collections = self._collections_for(modality)
         wanted = offset + k + (exclude is not None)
         scores, rows = [], []
@@ -457,6 +420,7 @@ class Index:
                 "model": self.manifest.model, "model_digest": self.manifest.model_digest[:16],
                 "spaces": {**self.manifest.spaces, **self._space_overrides},
                 "modalities": self.modalities, "disk_bytes": size,
+                "complete": self.manifest.complete,
                 "collections": [asdict(c) for c in self.manifest.collections]}
 
 
@@ -481,103 +445,61 @@ def _projector(model: Any, space: str, modality: str | None) -> Callable[[np.nda
     return project
 
 
-def _remove_index_files(directory: Path) -> None:
-    """Delete only what an index manifest lists (never other files in the folder)."""
+def _resolved(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def _refuse_finished(directory: Path, overwrite: bool) -> None:
+    """A build may not replace a finished index (or an unreadable one) without ``overwrite``."""
+    if overwrite or not (directory / INDEX_FILE).exists():
+        return
     try:
         manifest = read_manifest(directory)
-    except StoreError:
-        return
-    for collection in manifest.collections:
-        for path in directory.glob(f"{collection.segment}.*"):
-            path.unlink()
-    (directory / INDEX_FILE).unlink()
+    except StoreError as err:
+        raise StoreError(f"{err}; pass --overwrite to replace it") from None
+    if manifest.complete:
+        raise StoreError(f"{directory}: an index is already there; add stores with "
+                         "'cmcr index add', or pass --overwrite to replace it")
 
 
-# -- building one segment ------------------------------------------------------------------------
-def row_source(metadata: dict[str, Any] | None, item_id: str, modality: str) -> str:
-    """What a row shows: its text (text rows) or its file (media rows): from the store's
-    metadata, else the id itself (ids are paths relative to the input for ``cmcr embed``)."""
-    keys = TEXT_KEYS if modality == "text" else SOURCE_KEYS
-    for key in keys:
-        value = (metadata or {}).get(key)
-        if isinstance(value, str) and value:
-            return value
-    return "" if modality == "text" else item_id
+def _starting_manifest(directory: Path, fresh: IndexManifest, sources: Sequence[StoreSource],
+                       overwrite: bool) -> IndexManifest:
+    """What a build starts from: an unfinished build's manifest, its finished collections kept,
+    when they can be resumed (:func:`_why_not_resumable`); else ``fresh``, after removing what
+    a build wrote there. Called under the folder's lock."""
+    existing = None if overwrite or not (directory / INDEX_FILE).exists() \
+        else read_manifest(directory)
+    why_not = _why_not_resumable(directory, existing, fresh, sources) if existing else "new"
+    if why_not is None:
+        print(f"cmcr: {directory}: resuming an unfinished build ({len(existing.collections)} of "
+              f"{len(sources)} stores were done)", file=sys.stderr)
+        remove_segment_files(directory, keep={c.segment for c in existing.collections})
+        existing.model = fresh.model
+        return existing
+    if existing is not None:
+        print(f"cmcr: {directory}: replacing an unfinished index ({why_not})", file=sys.stderr)
+    _remove_index_files(directory)
+    return fresh
 
 
-def sample_rows(store: EmbeddingStore, count: int, seed: int = 0) -> np.ndarray:
-    """``count`` distinct rows drawn at random (sorted reads), float32."""
-    count = min(count, len(store))
-    chosen = np.sort(np.random.default_rng(seed).choice(len(store), size=count, replace=False))
-    return store.take(chosen)
+def _why_not_resumable(directory: Path, existing: IndexManifest, fresh: IndexManifest,
+                       sources: Sequence[StoreSource]) -> str | None:
+    """None when the unfinished index was begun with the same model, its collections are the
+    first of ``sources`` and its segments are intact; else why it cannot be resumed."""
+    if existing.model_digest != fresh.model_digest or existing.dim != fresh.dim:
+        return "it was begun with another model"
+    stores = [c.store for c in existing.collections]
+    if stores != [_resolved(s.path) for s in sources][:len(stores)]:
+        return "it was begun with other stores"
+    try:
+        Index(directory, existing).verify()
+    except StoreError as err:
+        return f"a finished segment is damaged: {err}"
+    return None
 
 
-def build_collection(stem: Path, store: EmbeddingStore,
-                     project: Callable[[np.ndarray], np.ndarray], dim: int,
-                     collection: Collection, *, index_type: str = "auto",
-                     memory_budget: int | None = None,
-                     target_recall: float = ann.DEFAULT_TARGET_RECALL, chunk_rows: int = 65536,
-                     progress: bool = True) -> None:
-    """Choose the collection's index (cmcr.serve.ann's rule), build and tune it, and rebuild it as
-    HNSW when IVF cannot beat exact search on these rows; the outcome is recorded in ``collection``."""
-    plan = ann.choose_index(len(store), dim, index_type, memory_budget)
-    build = functools.partial(build_segment, stem, store, project, dim, collection=collection,
-                              target_recall=target_recall, chunk_rows=chunk_rows,
-                              progress=progress)
-    tuned = build(plan)
-    fallback = ann.fallback_plan(plan, tuned[0], len(store), dim, memory_budget)
-    if fallback is not None:
-        print(f"cmcr: {collection.name}: {fallback.reason}; rebuilding", file=sys.stderr)
-        tuned = build(fallback)
-        if tuned[1] is not None and tuned[1] < target_recall:
-            exact = ann.IndexPlan("Flat", 0, None, f"{fallback.reason}, which reached recall@10 "
-                                  f"{tuned[1]:.3f} < {target_recall}: exact search")
-            print(f"cmcr: {collection.name}: {exact.reason}", file=sys.stderr)
-            tuned = build(exact)
-    collection.search_value, collection.tuned_recall = tuned
-
-
-def build_segment(stem: Path, store: EmbeddingStore, project: Callable[[np.ndarray], np.ndarray],
-                  dim: int, plan: ann.IndexPlan, *, collection: Collection, target_recall: float,
-                  chunk_rows: int, progress: bool) -> tuple[int | None, float | None]:
-    """Project ``store`` chunk by chunk into a new FAISS index and its row tables; returns the
-    tuned search breadth and the recall it reached (None, None for exact search)."""
-    from tqdm.auto import tqdm
-
-    collection.factory, collection.reason = plan.factory, plan.reason
-    collection.search_parameter = plan.search_parameter
-    index = ann.new_index(plan.factory, dim)
-    if plan.train_rows:
-        ann.train_index(index, project(sample_rows(store, plan.train_rows)))
-    truth = None
-    if plan.search_parameter:
-        tuning = project(sample_rows(store, ann.TUNING_QUERIES, seed=1))
-        truth = ann.ExactTopK(ann.perturbed_queries(tuning), ann.TUNING_K)
-    ids, sources = StringTableWriter(Path(f"{stem}.ids")), StringTableWriter(Path(f"{stem}.sources"))
-    bar = tqdm(total=len(store), unit="row", disable=not progress, dynamic_ncols=True,
-               desc=f"index {collection.name} ({collection.modality} via {collection.space}, "
-                    f"{plan.factory})")
-    storage = ann.flat_storage(index, len(store))
-    with bar:
-        for start, rows, row_ids, metadata in store.iter_labelled_chunks(chunk_rows):
-            joint = project(rows)
-            if storage is not None:
-                storage[start:start + len(joint)] = joint
-            else:
-                index.add(joint)
-            if truth is not None:
-                truth.update(start, joint)
-            ids.extend(row_ids)
-            sources.extend(row_source(m, i, collection.modality)
-                           for m, i in zip(metadata or [None] * len(row_ids), row_ids))
-            bar.update(len(rows))
-    ids.close()
-    sources.close()
-    tuned = ann.tune_search(index, plan, truth, target_recall) if truth else (None, None)
-    if ann.scans_most_lists(plan, tuned[0]):
-        collection.reason += (f"; nprobe={tuned[0]} of {plan.lists} lists was needed for the "
-                              "target recall, so this index is hardly faster than exact search "
-                              "(try --index-type HNSW32, or a lower --target-recall)")
-    ann.write_index(index, Path(f"{stem}.faiss"))
-    return tuned
-
+def _remove_index_files(directory: Path) -> None:
+    """Delete what a build writes: the segments (listed or half-written) and ``index.json``;
+    never other files in the folder."""
+    remove_segment_files(directory)
+    (directory / INDEX_FILE).unlink(missing_ok=True)
