@@ -114,6 +114,10 @@ def test_metrics_record_the_training_and_the_false_negatives(demo):
     assert results["training"] == {"paper": False, "epochs": 12, "batch_size": 128,
                                    "projector": DemoSettings().projector, "temperature": 0.01,
                                    "noise_var": 0.004, "intra_weight": 0.1}
+    import torch
+
+    assert results["environment"]["threads"] == torch.get_num_threads()
+    assert {"cmcr_version", "torch", "numpy"} <= set(results["environment"])
     fakes = results["false_negatives"]
     assert fakes["batch_size"] == 128
     assert 0.0 <= fakes["same_meaning_per_text"] <= fakes["same_meaning_per_text_at_4096"]
@@ -301,3 +305,40 @@ def test_demo_seeds_must_be_distinct_whole_numbers(capsys):
         with pytest.raises(SystemExit):
             main(["demo", "--seeds", bad])
         assert "--seeds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_the_connection_prints_the_same_table_at_one_and_two_threads(demo, seed, tmp_path):
+    """The demo's cmcr connection, retrained from its own stores at --threads 1 and 2: the same
+    weights bit for bit, so the same printed metrics (before the thread-stable BatchNorm the
+    weights differed by up to 2e-3 and R@1 moved in the first decimal)."""
+    import torch
+
+    from cmcr.config import load_connect_config
+    from cmcr.connect import connect
+    from cmcr.world.demo import concept_positives, retrieval_with_intervals
+    from cmcr.world.generate import load_world
+    from cmcr.world.stages import FrozenEmbeddings
+
+    out, _ = demo
+    config = load_connect_config(out / "models" / "cmcr" / "connect_config.yaml",
+                                 [f"train.seed={seed}"])
+    concepts = [r["concept"] for r in load_world(out / "world").test_pairs]
+    frozen = FrozenEmbeddings({p.name: p for p in (out / "emb").iterdir() if p.is_dir()})
+    before = torch.get_num_threads()
+    weights, tables = [], []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            model = connect(config, tmp_path / f"threads-{threads}", device="cpu", progress=False,
+                            cache_dir=out / "cache")
+            weights.append({k: v.clone() for k, v in model.state_dict().items()})
+            table, _ = retrieval_with_intervals({"cmcr": model}, frozen,
+                                                concept_positives(concepts, concepts))
+            tables.append(table["cmcr"])
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert tables[0] == tables[1]
+    record = json.loads((tmp_path / "threads-2" / "run.json").read_text())
+    assert record["threads"] == 2 and {"torch", "numpy", "cmcr_version"} <= set(record)

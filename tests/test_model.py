@@ -19,6 +19,11 @@ from cmcr.model import CONFIG_NAME, WEIGHTS_NAME, ConnectedModel, Projector
 DIMS = {"clip": 6, "clap": 5}
 
 
+def layer_kinds(projector) -> list[type]:
+    """The projector's layer types, BatchNorm subclasses (cmcr's thread-stable one) as BatchNorm1d."""
+    return [nn.BatchNorm1d if isinstance(m, nn.BatchNorm1d) else type(m) for m in projector.net]
+
+
 def _small_model(seed: int = 0, warm_batch_norm: bool = True) -> ConnectedModel:
     """Two tiny projectors; BatchNorm running stats moved away from (0, 1) by a few train steps."""
     torch.manual_seed(seed)
@@ -46,15 +51,18 @@ def _inputs(name: str, rows: int = 7, seed: int = 1) -> torch.Tensor:
 # -- Projector -------------------------------------------------------------------------------------
 def test_clap_clip_preset_builds_linear_bn_relu_linear_bn():
     projector = Projector(512, from_dict(ProjectorConfig, {"preset": "clap-clip"}))
-    assert [type(m) for m in projector.net] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear,
-                                                nn.BatchNorm1d]
+    kinds = (nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d)
+    assert len(projector.net) == 5
+    assert all(isinstance(m, kind) for m, kind in zip(projector.net, kinds))
+    assert projector.net[0].bias is not None  # the authors' heads have a bias before each BN
     assert (projector.net[0].in_features, projector.net[0].out_features) == (512, 1024)
     assert (projector.net[3].in_features, projector.net[3].out_features) == (1024, 512)
 
 
 def test_ulip_clip_preset_builds_linear_bn_relu():
     projector = Projector(512, from_dict(ProjectorConfig, {"preset": "ulip-clip"}))
-    assert [type(m) for m in projector.net] == [nn.Linear, nn.BatchNorm1d, nn.ReLU]
+    kinds = (nn.Linear, nn.BatchNorm1d, nn.ReLU)
+    assert len(projector.net) == 3 and all(isinstance(m, k) for m, k in zip(projector.net, kinds))
     assert (projector.net[0].in_features, projector.net[0].out_features) == (512, 512)
 
 
@@ -67,7 +75,7 @@ def test_projector_layout_follows_its_config(layers, batch_norm, final_norm, fin
                                              dropout, expected):
     config = ProjectorConfig(hidden=16, out_dim=8, layers=layers, batch_norm=batch_norm,
                              final_norm=final_norm, final_activation=final_activation, dropout=dropout)
-    assert [type(m) for m in Projector(10, config).net] == expected
+    assert layer_kinds(Projector(10, config)) == expected
 
 
 @pytest.mark.parametrize("preset, in_dim", [("clap-clip", 512), ("ulip-clip", 512), ("clap-clip", 64)])
@@ -257,3 +265,58 @@ def test_weights_with_other_layers_name_the_file(tmp_path):
     path.write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=str(tmp_path / "model" / WEIGHTS_NAME)):
         ConnectedModel.from_pretrained(tmp_path / "model")
+
+
+def test_thread_stable_batch_norm_matches_torchs_and_does_not_depend_on_threads():
+    from cmcr.model import ThreadStableBatchNorm1d
+
+    rows = torch.randn(256, 512, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    stable, reference = ThreadStableBatchNorm1d(512), nn.BatchNorm1d(512)
+    with torch.no_grad():
+        for norm in (stable, reference):
+            norm.weight.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(1))
+            norm.bias.uniform_(-1, 1, generator=torch.Generator().manual_seed(2))
+    outputs = {}
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            copy = ThreadStableBatchNorm1d(512)
+            copy.load_state_dict(stable.state_dict())
+            given = rows.clone().requires_grad_()
+            out = copy(given)
+            (out * torch.linspace(-1, 1, 512)).sum().backward()
+            outputs[threads] = (out.detach(), given.grad, copy.weight.grad, copy.running_var)
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(outputs[1], outputs[2]))
+    expected = reference(rows)
+    assert torch.allclose(stable(rows), expected, atol=1e-5)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.allclose(getattr(stable, name).float(), getattr(reference, name).float(),
+                              atol=1e-6), name
+    stable.eval(), reference.eval()
+    assert torch.allclose(stable(rows), reference(rows), atol=1e-5)
+    assert set(stable.state_dict()) == set(reference.state_dict())
+
+
+def test_new_projectors_have_no_bias_before_batch_norm_and_old_models_still_load(tmp_path):
+    config = ProjectorConfig(hidden=16, out_dim=8)
+    projector = Projector(10, config)
+    assert projector.net[0].bias is None and projector.net[3].bias is None
+    legacy = Projector(10, ProjectorConfig(hidden=16, out_dim=8, bias_before_norm=True))
+    assert legacy.net[0].bias is not None
+    # a model saved before the key existed (config.json without it) has those biases and loads
+    old = ProjectorConfig(hidden=8, out_dim=4, bias_before_norm=True)
+    model = ConnectedModel(ModelConfig(
+        spaces={"clip": SpaceSpec(modalities=["image", "text"], dim=DIMS["clip"]),
+                "clap": SpaceSpec(modalities=["audio", "text"], dim=DIMS["clap"])},
+        projectors={"clip": old, "clap": old}))
+    model.save_pretrained(tmp_path / "old")
+    saved = json.loads((tmp_path / "old" / CONFIG_NAME).read_text())
+    for projector in saved["projectors"].values():
+        del projector["bias_before_norm"]
+    (tmp_path / "old" / CONFIG_NAME).write_text(json.dumps(saved))
+    loaded = ConnectedModel.from_pretrained(tmp_path / "old")
+    rows = _inputs("clip")
+    assert torch.equal(loaded.project("clip", rows), model.eval().project("clip", rows))

@@ -146,10 +146,10 @@ class TrainConfig(Checked):
 PROJECTOR_PRESETS: dict[str, dict[str, Any]] = {
     # Official CLAP-CLIP heads: Linear(512,1024) BN ReLU Linear(1024,512) BN (confirmed from weights).
     "clap-clip": {"hidden": 1024, "out_dim": 512, "layers": 2, "batch_norm": True,
-                  "final_norm": True, "final_activation": False},
+                  "final_norm": True, "final_activation": False, "bias_before_norm": True},
     # Official ULIP-CLIP heads: Linear(512,512) BN ReLU (confirmed from weights).
     "ulip-clip": {"hidden": 512, "out_dim": 512, "layers": 1, "batch_norm": True,
-                  "final_norm": True, "final_activation": True},
+                  "final_norm": True, "final_activation": True, "bias_before_norm": True},
     # Official Ex-MCR leaf head (exmcr/exmcr_projector.py): Linear(512,512) set to the identity,
     # then two residual-free blocks Linear(512,1024) BN ReLU Linear(1024,512) BN (confirmed).
     "ex-mcr": {"kind": "exmcr", "hidden": 1024, "out_dim": 512, "layers": 2, "batch_norm": True},
@@ -173,6 +173,10 @@ class ProjectorConfig(Checked):
     final_norm: bool = True  # BatchNorm after the last Linear
     final_activation: bool = False  # ReLU after the last block
     dropout: float = ranged(0.0, 0, 1, high_open=True)
+    # A Linear bias just before BatchNorm is cancelled by it (its true gradient is 0), so it only
+    # drifts on rounding noise; the authors' heads have one (their presets, and models saved
+    # without this key, by earlier versions, load with it True).
+    bias_before_norm: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -22,6 +22,33 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+class ThreadStableBatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` whose training statistics are column means (one reduction per column):
+    torch's fused CPU kernel splits its sums by thread, so training with 1 and 2 threads drifted
+    apart by up to 2e-3 in the weights. Same parameters, buffers and eval behaviour."""
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        if not self.training or rows.dim() != 2:
+            return super().forward(rows)
+        mean = rows.mean(0)
+        centred = rows - mean
+        variance = (centred * centred).mean(0)
+        if self.track_running_stats and self.running_mean is not None:
+            self._update_running_stats(mean.detach(), variance.detach(), len(rows))
+        normalised = centred * torch.rsqrt(variance + self.eps)
+        return normalised * self.weight + self.bias if self.affine else normalised
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: torch.Tensor, variance: torch.Tensor, count: int) -> None:
+        """torch's rule: the running variance takes the unbiased batch variance."""
+        self.num_batches_tracked += 1
+        momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                    else self.momentum)
+        unbiased = variance * (count / max(1, count - 1))
+        self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+        self.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+
+
 class Projector(nn.Module):
     """MLP from one frozen space into the joint space: (n, in_dim) -> (n, out_dim) unit rows."""
 
@@ -32,9 +59,10 @@ class Projector(nn.Module):
         for index in range(config.layers):
             last = index == config.layers - 1
             out = config.out_dim if last else config.hidden
-            blocks.append(nn.Linear(width, out))
-            if config.batch_norm and (not last or config.final_norm):
-                blocks.append(nn.BatchNorm1d(out))
+            normed = config.batch_norm and (not last or config.final_norm)
+            blocks.append(nn.Linear(width, out, bias=config.bias_before_norm or not normed))
+            if normed:
+                blocks.append(ThreadStableBatchNorm1d(out))
             if not last or config.final_activation:
                 blocks.append(nn.ReLU())
                 if config.dropout > 0 and not last:
@@ -247,9 +275,19 @@ def load_model_config(path: Path) -> ModelConfig:
     except (OSError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: unreadable model config: {err}") from None
     try:
-        return from_dict(ModelConfig, data)
+        return from_dict(ModelConfig, with_legacy_biases(data))
     except ConfigError as err:
         raise CheckpointError(f"{path}: {err}") from None
+
+
+def with_legacy_biases(data: Any) -> Any:
+    """Models saved before ``bias_before_norm`` existed have a bias before each BatchNorm."""
+    projectors = data.get("projectors") if isinstance(data, dict) else None
+    if isinstance(projectors, dict):
+        for projector in projectors.values():
+            if isinstance(projector, dict):
+                projector.setdefault("bias_before_norm", True)
+    return data
 
 
 def _locate(name_or_path: str | Path) -> Path:

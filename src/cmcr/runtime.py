@@ -40,13 +40,18 @@ def git_sha() -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
+def environment_record() -> dict[str, Any]:
+    """The versions and the thread count a number was measured with (results are the same at
+    any thread count, but a record that says so lets anyone check)."""
+    return {"cmcr_version": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "threads": torch.get_num_threads()}
+
+
 def run_record(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """What produced a result: resolved config, versions, git sha, command line, time."""
+    """What produced a result: resolved config, versions, threads, git sha, command line, time."""
     return {
-        "cmcr_version": __version__,
+        **environment_record(),
         "git_sha": git_sha(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
         "argv": sys.argv,
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": config,

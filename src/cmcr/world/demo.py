@@ -24,7 +24,7 @@ from cmcr.eval import baselines, intervals, metrics
 from cmcr.eval.tasks import heatmaps
 from cmcr.model import ConnectedModel
 from cmcr.recipes import RECIPE_ADDITIONS, RECIPES
-from cmcr.runtime import run_record, write_json
+from cmcr.runtime import environment_record, run_record, write_json
 from cmcr.spaces import load_space
 from cmcr.spaces.clip import PATCH_MODES
 from cmcr.world.concepts import CONCEPTS
@@ -487,7 +487,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None,
         positives = concept_positives(records_field(world, "test_pairs", "concept"),
                                       records_field(world, "test_pairs", "concept"))
         results, maps = evaluate(models, spaces, world, frozen, patches, positives)
-        results = {"seed": settings.seed, "training": training_record(settings), **results,
+        results = {"seed": settings.seed, "training": training_record(settings),
+                   "environment": environment_record(), **results,
                    "upper_bound": bound,
                    "false_negatives": false_negatives(world, settings.batch_size)}
         if settings.ablations:
