@@ -14,12 +14,7 @@ a plain ``.npy`` matrix is accepted too (ids are then the row numbers).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import socket
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -28,9 +23,9 @@ import numpy as np
 
 from cmcr.atomic import atomic_file, atomic_write_text
 from cmcr.errors import StoreError
+from cmcr.folders import LOCK_FILE, make_directory, store_lock  # noqa: F401 (re-exported)
 
 MANIFEST = "store.json"
-LOCK_FILE = ".cmcr-lock"
 FORMAT_NAME = "cmcr-store"
 FORMAT_VERSION = 1
 SUPPORTED_DTYPES = ("float16", "float32")
@@ -467,66 +462,6 @@ class StoreWriter:
     def __exit__(self, exc_type, *_: Any) -> None:
         if exc_type is None:
             self.close()
-
-
-def make_directory(path: Path) -> None:
-    """Create a store's folder (and its parents), with errors that say what is in the way."""
-    if path.exists() and not path.is_dir():
-        raise StoreError(f"{path}: is a file, not a folder; name a new or existing folder to "
-                         "hold the store")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise StoreError(f"{path}: a parent of this folder is a file, not a folder") from None
-    except OSError as err:
-        raise StoreError(f"{path}: cannot create the folder ({err.strerror or err})") from None
-
-
-def _holder_alive(holder: dict[str, Any]) -> bool:
-    """Whether the process recorded in a lock file still runs (True when it cannot be told)."""
-    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
-        return True
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def store_lock(directory: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``directory`` while writing it: a lock file with this process's
-    pid and host. A lock left by a process that is gone (on this host) is taken over, with a
-    message; a live one is refused, naming its holder."""
-    directory = Path(directory)
-    make_directory(directory)
-    path = directory / LOCK_FILE
-    while True:
-        try:
-            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            try:
-                holder = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                holder = {}  # half-written by a process killed while taking the lock
-            if holder and _holder_alive(holder):
-                raise StoreError(
-                    f"{directory}: another cmcr process (pid {holder.get('pid')} on "
-                    f"{holder.get('host')}, since {holder.get('since')}) is writing here; wait "
-                    f"for it to finish, or delete {path} if that process is gone") from None
-            print(f"cmcr: {directory}: taking over the lock of a process that is gone "
-                  f"(pid {holder.get('pid')})", file=sys.stderr)
-            path.unlink(missing_ok=True)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname(),
-                   "since": time.strftime("%Y-%m-%d %H:%M:%S")}, handle)
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
 
 
 def write_store(path: str | Path, matrix: np.ndarray, ids: Sequence[str] | None = None, *,
