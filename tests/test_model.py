@@ -201,8 +201,9 @@ def test_save_writes_config_json_and_safetensors_only(tmp_path):
 def test_saved_config_records_spaces_modalities_dims_projectors_and_version(tmp_path):
     _small_model().save_pretrained(tmp_path / "model")
     config = json.loads((tmp_path / "model" / CONFIG_NAME).read_text())
-    assert config["spaces"] == {"clip": {"modalities": ["image", "text"], "dim": 6},
-                                "clap": {"modalities": ["audio", "text"], "dim": 5}}
+    unknown = {"frozen": None, "weights_sha256": None}  # not trained here: which space is unknown
+    assert config["spaces"] == {"clip": {"modalities": ["image", "text"], "dim": 6, **unknown},
+                                "clap": {"modalities": ["audio", "text"], "dim": 5, **unknown}}
     assert config["projectors"]["clap"]["hidden"] == 8
     assert config["projectors"]["clip"]["out_dim"] == 4
     assert config["shared_modality"] == "text" and config["shared_modality_space"] == "clip"
@@ -268,7 +269,7 @@ def test_weights_with_other_layers_name_the_file(tmp_path):
 
 
 def test_thread_stable_batch_norm_matches_torchs_and_does_not_depend_on_threads():
-    from cmcr.model import ThreadStableBatchNorm1d
+    from cmcr.heads import ThreadStableBatchNorm1d
 
     rows = torch.randn(256, 512, generator=torch.Generator().manual_seed(0)) * 3 + 1
     stable, reference = ThreadStableBatchNorm1d(512), nn.BatchNorm1d(512)

@@ -28,6 +28,7 @@ from cmcr.model import ConnectedModel
 from cmcr.retrieval import store_fingerprint
 from cmcr.store import EmbeddingStore
 from cmcr.train import train_projectors
+from cmcr.unified import frozen_space_record
 
 POOL_FORMAT = 1
 
@@ -97,9 +98,12 @@ def build_extend_model(config: ConnectConfig, queries: dict[str, EmbeddingStore]
         raise ConfigError(f"extend mode maps '{leaf}' into the base space '{base}' ({base_dim}-d), "
                           f"but 'projector.out_dim' is {config.projector.out_dim}: set "
                           f"projector.out_dim={base_dim}")
-    spaces = {name: SpaceSpec(modalities=[config.shared_modality,
-                                          config.spaces[name].memory_modality],
-                              dim=queries[name].dim) for name in (base, leaf)}
+    spaces = {}
+    for name in (base, leaf):
+        frozen, digest = frozen_space_record(queries[name].space)  # what unify checks
+        spaces[name] = SpaceSpec(modalities=[config.shared_modality,
+                                             config.spaces[name].memory_modality],
+                                 dim=queries[name].dim, frozen=frozen, weights_sha256=digest)
     projectors = {base: ProjectorConfig(kind="identity", out_dim=base_dim),
                   leaf: config.projector}
     return ConnectedModel(ModelConfig(

@@ -7,12 +7,14 @@ Head_A = CLIP, Head_B = ULIP.
 
 from __future__ import annotations
 
+import pickle
 import re
 from dataclasses import dataclass
-import pickle
 from pathlib import Path
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from cmcr.config import ModelConfig, ProjectorConfig, SpaceSpec, from_dict
 from cmcr.errors import CheckpointError
@@ -107,6 +109,7 @@ def import_official(path: str | Path, kind: str) -> ConnectedModel:
     templates = {official: own_state[key] for official, key in cmcr_keys.items()}
     _check_official_state(state, templates, spec, path)
     model.load_weights({cmcr_keys[key]: value for key, value in state.items()}, path)
+    check_probe_batch(model, path, lambda key: _cmcr_to_official_key(key, spec))
     return model.eval()
 
 
@@ -131,3 +134,62 @@ def _check_official_state(state: dict[str, torch.Tensor], templates: dict[str, t
                                   f"has {len(state)} key(s): {bounded(sorted(state))}")
     check_state_fits(state, templates, path)
     check_finite(state, path)
+    check_batch_norm_statistics(state, path)
+
+
+def check_batch_norm_statistics(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse a negative BatchNorm ``running_var`` (no training gives one; at inference it
+    turns every row into NaN), naming the tensor."""
+    for key in sorted(state):
+        if key.endswith("running_var"):
+            negative = int((state[key] < 0).sum())
+            if negative:
+                raise CheckpointError(f"{path}: '{key}' holds {negative} negative value(s) (of "
+                                      f"{state[key].numel()}): a variance is never negative; the "
+                                      "checkpoint is damaged")
+
+
+def check_probe_batch(model: ConnectedModel, path: str | Path,
+                      official_key: Callable[[str], str], rows: int = 64) -> None:
+    """Project a batch of random unit rows through each imported head; refuse NaN/inf outputs
+    (finite weights that overflow float32, e.g. 3e38), naming the first layer that gives them
+    by its official tensors."""
+    generator = torch.Generator().manual_seed(0)
+    for space, projector in model.projectors.items():
+        if not any(True for _ in projector.parameters()):
+            continue  # a frozen base space (identity)
+        probe = F.normalize(torch.randn(rows, model.config.spaces[space].dim,
+                                        generator=generator), dim=-1)
+        output, layer = _project_watching(model, space, probe)
+        if torch.isfinite(output).all():
+            continue
+        tensors = [official_key(f"projectors.{space}.{layer}.{name}")
+                   for name in projector.get_submodule(layer).state_dict()] if layer else []
+        raise CheckpointError(
+            f"{path}: random unit rows projected through the '{space}' head come out NaN/inf "
+            f"(first at the layer of {', '.join(tensors[:3]) or 'the output'}): its weights "
+            "overflow float32 or its statistics are invalid; the checkpoint is damaged")
+
+
+def _project_watching(model: ConnectedModel, space: str, rows: torch.Tensor
+                      ) -> tuple[torch.Tensor, str | None]:
+    """``model.project(space, rows)``, and the name of the projector's first layer (in the order
+    they ran) whose output held NaN/inf, or None."""
+    first_bad: list[str] = []
+
+    def watch(name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
+            if not first_bad and not torch.isfinite(output).all():
+                first_bad.append(name)
+        return hook
+
+    projector = model.projectors[space]
+    handles = [module.register_forward_hook(watch(name))
+               for name, module in projector.named_modules()
+               if name and not list(module.children())]
+    try:
+        output = model.project(space, rows)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return output, (first_bad[0] if first_bad else None)

@@ -18,12 +18,14 @@ from pathlib import Path
 from cmcr.config import ModelConfig, ProjectorConfig, SpaceSpec, from_dict
 from cmcr.errors import CheckpointError
 from cmcr.model import ConnectedModel, bounded, check_state_fits
-from cmcr.official import detect_kind, read_official_state
-from cmcr.unified import unify
+from cmcr.official import (check_batch_norm_statistics, check_probe_batch, detect_kind,
+                           read_official_state)
+from cmcr.unified import frozen_space_record, unify
 from cmcr.weights import check_finite
 
 BASE = "clip"
 BASE_MODALITIES = ["image", "text"]
+BASE_SPACE = "clip-vit-b32"  # the heads were trained on OpenAI's CLIP ViT-B/32 (docs/extend.md)
 DIM = 512  # every released head takes and gives 512-d rows
 KEY_PATTERN = r"^(Head1\.(weight|bias)|Head2\.mlp[12]\.net[12]\.\d+\.\w+)$"
 
@@ -54,8 +56,10 @@ def official_key(key: str) -> str:
 def _extended_model(kind: str) -> ConnectedModel:
     spec = EXMCR_KINDS[kind]
     head = from_dict(ProjectorConfig, {"preset": "ex-mcr"})
+    frozen, digest = frozen_space_record(BASE_SPACE)
     return ConnectedModel(ModelConfig(
-        spaces={BASE: SpaceSpec(modalities=list(BASE_MODALITIES), dim=DIM),
+        spaces={BASE: SpaceSpec(modalities=list(BASE_MODALITIES), dim=DIM, frozen=frozen,
+                                weights_sha256=digest),
                 spec.leaf: SpaceSpec(modalities=list(spec.modalities), dim=DIM)},
         projectors={BASE: ProjectorConfig(kind="identity", out_dim=DIM), spec.leaf: head},
         shared_modality=spec.shared_modality, shared_modality_space=BASE,
@@ -78,7 +82,9 @@ def import_exmcr_head(path: str | Path, kind: str) -> ConnectedModel:
     names = {official_key(key): key for key in own}
     check_state_fits(state, {official: own[key] for official, key in names.items()}, path)
     check_finite(state, path)
+    check_batch_norm_statistics(state, path)
     model.load_weights({names[key]: value for key, value in state.items()}, path)
+    check_probe_batch(model, path, official_key)
     return model.eval()
 
 
