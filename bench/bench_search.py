@@ -101,8 +101,8 @@ def build_child(store_dir: str, out_dir: str, index_type: str, queue: Any) -> No
                             segment="segment-00000", factory="", reason="")
     build_collection(out / collection.segment, store, lambda rows: rows, store.dim, collection,
                      index_type=index_type)
-    write_manifest(out, IndexManifest(model="(bench: generated rows)", model_digest="", dim=store.dim,
-                                      collections=[collection]))
+    write_manifest(out, IndexManifest(model="(bench: generated rows)", model_digest="0" * 64,
+                                      dim=store.dim, collections=[collection]))  # no model
     seconds = time.perf_counter() - began
     done.set()
     sampler.join()
