@@ -71,3 +71,105 @@ def test_a_stale_lock_is_taken_over_by_one_racer_at_a_time(tmp_path):
         overlaps = [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1]]
         assert not overlaps, f"trial {trial}: {len(overlaps) + 1} racers held the lock at once"
         assert not (Path(folders[trial]) / LOCK_FILE).exists()
+
+
+# -- item 10: a cut last line of training/metrics.jsonl ------------------------------------------
+def _unit_rows(count: int, dim: int, seed: int = 0):
+    import numpy as np
+
+    rows = np.random.default_rng(seed).standard_normal((count, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def _tiny_training(epochs: int = 3):
+    from cmcr.config import ConnectConfig
+    from cmcr.retrieval import as_store
+    from cmcr.train import TrainingData
+
+    data = TrainingData(space_names=("clip", "clap"),
+                        queries=(as_store(_unit_rows(64, 16, 1)), as_store(_unit_rows(64, 12, 2))),
+                        pseudo=(as_store(_unit_rows(64, 16, 3)), as_store(_unit_rows(64, 12, 4))))
+    config = ConnectConfig.from_dict({
+        "spaces": {"clip": {"queries": "a", "memory": "b", "memory_modality": "image"},
+                   "clap": {"queries": "c", "memory": "d", "memory_modality": "audio"}},
+        "train": {"epochs": epochs, "batch_size": 32, "seed": 3},
+        "projector": {"hidden": 16, "out_dim": 8, "layers": 2}})
+    return data, config
+
+
+def _train(data, config, out, **options):
+    import torch
+
+    from cmcr.connect import build_model
+    from cmcr.train import train_projectors
+
+    torch.manual_seed(config.train.seed)
+    model = build_model(config, dict(zip(data.space_names, data.queries)))
+    return train_projectors(model, data, config.train, config.method, out, progress=False,
+                            **options)
+
+
+class _Killed(Exception):
+    pass
+
+
+def _epochs_logged(path: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines()]
+
+
+def test_a_cut_last_metrics_line_is_dropped_and_the_resume_trains_that_epoch_again(tmp_path,
+                                                                                    capsys):
+    from cmcr.train import METRICS_NAME
+
+    data, config = _tiny_training()
+    whole = _train(data, config, tmp_path / "whole").state_dict()
+
+    def killed_after(epoch, _model):
+        if epoch == 1:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _train(data, config, tmp_path / "cut", on_epoch=killed_after)
+    metrics = tmp_path / "cut" / METRICS_NAME
+    with open(metrics, "a", encoding="utf-8") as log:
+        log.write('{"epoch": 2, "steps": 4, "lr": 0.000')  # a kill while epoch 2 was logged
+    resumed = _train(data, config, tmp_path / "cut", resume=True).state_dict()
+    assert "dropped a last line cut short" in capsys.readouterr().err
+    assert _epochs_logged(metrics) == [1, 2, 3]
+    assert all((whole[key] == resumed[key]).all() for key in whole)
+
+
+def test_a_bad_metrics_line_in_the_middle_is_named_with_its_line(tmp_path):
+    from cmcr.errors import CheckpointError
+    from cmcr.train import METRICS_NAME
+
+    data, config = _tiny_training()
+    _train(data, config, tmp_path / "run")
+    metrics = tmp_path / "run" / METRICS_NAME
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join([lines[0], "not json", *lines[1:]]) + "\n")
+    with pytest.raises(CheckpointError, match=r"metrics.jsonl, line 2: not a JSON record"):
+        _train(data, config, tmp_path / "run", resume=True)
+
+
+def test_connect_resume_after_a_cut_metrics_line_is_not_an_internal_error(tmp_path, capsys):
+    from cmcr.cli import main
+
+    config = _example(tmp_path)
+    out = tmp_path / "run"
+    assert main(["connect", str(config), "--out", str(out), "--quiet"]) == 0
+    metrics = out / "training" / "metrics.jsonl"
+    text = metrics.read_text()
+    metrics.write_text(text[:len(text) - 20])  # the last record cut short
+    assert main(["connect", str(config), "--out", str(out), "--quiet", "--resume"]) == 0
+    assert "dropped a last line cut short" in capsys.readouterr().err
+    assert _epochs_logged(metrics) == [1]
+
+
+def _example(tmp_path: Path, **sizes) -> Path:
+    """A tiny generated connect problem (2 epochs); returns its config file."""
+    from cmcr.synthetic import SyntheticSizes, write_synthetic_example
+
+    shape = dict(texts=40, images=20, audio=20, test_pairs=10, dim_a=16, dim_b=12) | sizes
+    return write_synthetic_example(tmp_path / "data", seed=1, sizes=SyntheticSizes(**shape),
+                                   epochs=2, batch_size=16)

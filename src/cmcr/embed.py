@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from cmcr.atomic import atomic_write_text
+from cmcr.atomic import atomic_write_text, read_json_records
 from cmcr.errors import CmcrError, InputError, StoreError
 from cmcr.processing import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS,
                               check_regular_file, read_texts, split_lines)
@@ -244,19 +244,8 @@ def read_errors(out: Path) -> list[dict[str, Any]]:
     path = out / ERRORS_FILE
     if not path.is_file():
         return []
-    lines = path.read_bytes().split(b"\n")
-    records = []
-    for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line) if line.strip() else None
-        except ValueError:
-            if number == len(lines):  # no newline after it: an unfinished last write
-                break
-            raise StoreError(f"{path}, line {number}: not a JSON record; delete the line (or the "
-                             "file, to retry every failed item) and re-run") from None
-        if record is not None:
-            records.append(record)
-    return records
+    return read_json_records(path, StoreError, "delete the line (or the file, to retry every "
+                             "failed item) and re-run")
 
 
 def error_line(record: dict[str, Any]) -> str:

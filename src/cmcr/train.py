@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cmcr.config import RECIPE_METHOD_KEYS, MethodConfig, TrainConfig
-from cmcr.atomic import atomic_file
+from cmcr.atomic import atomic_file, atomic_write_text, read_json_records
 from cmcr.errors import CheckpointError, TrainingError
 from cmcr.method import add_noise, cmcr_loss, noise_variance, text_agreement
 from cmcr.model import ConnectedModel
@@ -233,12 +233,19 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def _truncate_metrics(path: Path, keep_epochs: int) -> None:
-    """Drop log lines of epochs that will be trained (again)."""
+    """Drop log lines of epochs that will be trained (again); a last line cut short by a kill
+    or a full disk is dropped too (its epoch has no checkpoint, so it is trained again)."""
     if not path.exists():
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= keep_epochs]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    records = [] if keep_epochs == 0 else read_json_records(
+        path, CheckpointError, "delete that line (it is only a log), or train afresh in a new "
+        "--out folder")
+    for record in records:
+        if isinstance(record.get("epoch"), bool) or not isinstance(record.get("epoch"), int):
+            raise CheckpointError(f"{path}: a record without a whole-number 'epoch' "
+                                  f"({str(record)[:80]}); delete that line (it is only a log)")
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records
+                                    if record["epoch"] <= keep_epochs))
 
 
 def _save_checkpoint(out_dir: Path, settings: dict, epoch: int, model, optimizer, scheduler) -> None:
