@@ -14,39 +14,12 @@ from torch import nn
 
 from cmcr.config import ModelConfig, ProjectorConfig, from_dict
 from cmcr.errors import CheckpointError, ConfigError
-from cmcr.heads import ExMcrHead, IdentityHead
+from cmcr.heads import ExMcrHead, IdentityHead, ThreadStableBatchNorm1d
 from cmcr.version import __version__
 from cmcr.weights import check_finite, read_safetensors, save_safetensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-class ThreadStableBatchNorm1d(nn.BatchNorm1d):
-    """``nn.BatchNorm1d`` whose training statistics are column means (one reduction per column):
-    torch's fused CPU kernel splits its sums by thread, so training with 1 and 2 threads drifted
-    apart by up to 2e-3 in the weights. Same parameters, buffers and eval behaviour."""
-
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        if not self.training or rows.dim() != 2:
-            return super().forward(rows)
-        mean = rows.mean(0)
-        centred = rows - mean
-        variance = (centred * centred).mean(0)
-        if self.track_running_stats and self.running_mean is not None:
-            self._update_running_stats(mean.detach(), variance.detach(), len(rows))
-        normalised = centred * torch.rsqrt(variance + self.eps)
-        return normalised * self.weight + self.bias if self.affine else normalised
-
-    @torch.no_grad()
-    def _update_running_stats(self, mean: torch.Tensor, variance: torch.Tensor, count: int) -> None:
-        """torch's rule: the running variance takes the unbiased batch variance."""
-        self.num_batches_tracked += 1
-        momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                    else self.momentum)
-        unbiased = variance * (count / max(1, count - 1))
-        self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-        self.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
 
 
 class Projector(nn.Module):
