@@ -96,20 +96,10 @@ def _tiny_store(tmp_path):
     return write_store(tmp_path / "s", np.eye(4, dtype=np.float32)).path
 
 
-def cancelled_by_batchnorm(state: dict) -> set[str]:
-    """Linear biases followed by a BatchNorm, and the running means that track them."""
-    names = set()
-    for key in state:
-        if key.endswith(".running_mean"):
-            prefix, index = key[: -len(".running_mean")].rsplit(".", 1)
-            names |= {key, f"{prefix}.{int(index) - 1}.bias"}
-    return names
-
-
 def test_training_gives_the_same_model_whatever_the_thread_count(tmp_path):
-    """One vs two intra-op threads change the order of float sums. Weights agree to 1e-5, except
-    the Linear biases that BatchNorm cancels (their true gradient is 0, so Adam steps on rounding
-    noise) and the running means that track them: projected rows still agree to cosine 0.999."""
+    """One vs two intra-op threads: the same weights, bit for bit. (torch's fused BatchNorm split
+    its sums by thread, and Adam stepped the Linear biases BatchNorm cancels on that rounding
+    noise: weights differed by up to 2e-3 before the projector's own column-mean BatchNorm.)"""
     from cmcr.config import ConnectConfig
     from cmcr.connect import build_model
     from cmcr.retrieval import as_store
@@ -128,7 +118,7 @@ def test_training_gives_the_same_model_whatever_the_thread_count(tmp_path):
         "spaces": {"clip": {"queries": "a", "memory": "b", "memory_modality": "image"},
                    "clap": {"queries": "c", "memory": "d", "memory_modality": "audio"}},
         "train": {"epochs": 3, "batch_size": 256, "seed": 1},
-        "projector": {"hidden": 256, "out_dim": 32, "layers": 2}})
+        "projector": {"hidden": 512, "out_dim": 32, "layers": 2}})
     models = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
@@ -137,8 +127,4 @@ def test_training_gives_the_same_model_whatever_the_thread_count(tmp_path):
         models[threads] = train_projectors(model, data, config.train, config.method,
                                            tmp_path / str(threads), progress=False)
     one, two = models[1].state_dict(), models[2].state_dict()
-    for key in set(one) - cancelled_by_batchnorm(one):
-        torch.testing.assert_close(one[key], two[key], atol=1e-5, rtol=1e-4)
-    probe = unit(200, 64)
-    cosines = (models[1].project("clip", probe) * models[2].project("clip", probe)).sum(dim=1)
-    assert cosines.min() > 0.999
+    assert [key for key in one if not torch.equal(one[key], two[key])] == []
