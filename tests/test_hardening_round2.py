@@ -173,3 +173,38 @@ def _example(tmp_path: Path, **sizes) -> Path:
     shape = dict(texts=40, images=20, audio=20, test_pairs=10, dim_a=16, dim_b=12) | sizes
     return write_synthetic_example(tmp_path / "data", seed=1, sizes=SyntheticSizes(**shape),
                                    epochs=2, batch_size=16)
+
+
+# -- item 11: a Ray address where nothing listens ------------------------------------------------
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # free once closed: nobody listens there
+
+
+def test_embed_on_a_ray_address_where_nothing_listens_stops_within_its_timeout(
+        tiny_clip_dir, image_dir, tmp_path):
+    import os
+    import sys
+
+    address = f"127.0.0.1:{_closed_port()}"
+    began = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "cmcr", "embed", "--space", f"clip:{tiny_clip_dir}", "--modality",
+         "image", "--input", str(image_dir), "--out", str(tmp_path / "out"), "--quiet",
+         "--ray", address, "--ray-timeout", "2"],
+        capture_output=True, text=True, timeout=50,
+        env={key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"})
+    assert time.monotonic() - began < 45
+    assert run.returncode == 2
+    assert f"no Ray cluster answers at {address} (tried for 2 s" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "internal error" not in run.stderr
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:99999", ":6379"])
+def test_a_ray_address_without_a_usable_port_is_named(address):
+    from cmcr.distributed import ray_endpoint
+    from cmcr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"Ray address '{address}' must be HOST:PORT"):
+        ray_endpoint(address)

@@ -19,6 +19,7 @@ import functools
 import os
 import pickle
 import re
+import socket
 import tempfile
 import time
 import warnings
@@ -53,19 +54,61 @@ def require_ray() -> Any:
     return ray
 
 
-def connect_ray(address: str | None = None) -> Any:
+RAY_TIMEOUT_S = 60.0  # how long a named Ray cluster may take to answer
+
+
+def connect_ray(address: str | None = None, timeout: float = RAY_TIMEOUT_S) -> Any:
     """Ray, connected: this process's session if it has one, else the cluster at ``address``
     ('auto': the one `ray start` runs on this machine) or RAY_ADDRESS, else a new local Ray on
-    this machine's usable cores, stopped when this process exits."""
+    this machine's usable cores, stopped when this process exits. A named cluster that does not
+    answer within ``timeout`` seconds is an error naming it (Ray itself retries for minutes)."""
     ray = require_ray()
     if not ray.is_initialized():
-        if address or os.environ.get("RAY_ADDRESS"):
+        named = address or os.environ.get("RAY_ADDRESS")
+        if named:
+            wait_for_ray(named, timeout)
             ray.init(address=address or None)
         else:
             from cmcr.threads import usable_cores
 
             ray.init(address="local", num_cpus=usable_cores(), include_dashboard=False)
     return ray
+
+
+def ray_endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) of a Ray address 'HOST:PORT' or 'ray://HOST:PORT'; None for the addresses
+    Ray resolves itself ('auto', 'local')."""
+    text = address.strip()
+    client = text.startswith("ray://")
+    text = text.removeprefix("ray://")
+    if text in ("auto", "local") or "://" in text or (client and ":" not in text):
+        return None  # Ray finds these itself (a client address's port defaults)
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"Ray address {address!r} must be HOST:PORT (e.g. 10.0.0.5:6379), "
+                          "'auto' or ray://HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def wait_for_ray(address: str, timeout: float) -> None:
+    """Return once something accepts connections at ``address``; after ``timeout`` seconds of
+    refusals, an error naming the address."""
+    endpoint = ray_endpoint(address)
+    if endpoint is None:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with socket.create_connection(endpoint, timeout=max(0.1, min(5.0, left))):
+                return
+        except OSError as err:
+            reason = err.strerror or str(err) or type(err).__name__
+        if time.monotonic() >= deadline:
+            raise ConfigError(f"no Ray cluster answers at {address} (tried for {timeout:g} s: "
+                              f"{reason}); start one there with 'ray start --head', check the "
+                              "address, or wait longer with --ray-timeout")
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
 def _node_id() -> str:
@@ -297,13 +340,15 @@ def embed_on_ray(spec: str, modality: str, items: Sequence[InputItem], out: str 
                  gpus_per_actor: float | None = None, shard_rows: int = 65536,
                  store_dtype: str = "float32", overwrite: bool = False, progress: bool = True,
                  on_batch: Callable[[int], None] | None = None,
-                 stages: StageSeconds | None = None) -> EmbedSummary:
+                 stages: StageSeconds | None = None,
+                 ray_timeout: float = RAY_TIMEOUT_S) -> EmbedSummary:
     """:func:`cmcr.embed.embed_items` with decoding and encoding on Ray: the same store, byte for
     byte, resumed the same way. ``space_options`` (device, dtype, frame_time) go to each actor's
-    space (device 'auto': the GPU Ray gives it, in float16); ``stages`` collects the costs."""
+    space (device 'auto': the GPU Ray gives it, in float16); ``stages`` collects the costs;
+    ``ray_timeout``: seconds the cluster at ``address`` may take to answer."""
     from cmcr.spaces import load_space
 
-    connect_ray(address)
+    connect_ray(address, ray_timeout)
     options = dict(space_options or {})
     space = load_space(spec, **{**options, "device": "cpu"})  # the driver loads no weights
     modality = space.check_modality(modality)

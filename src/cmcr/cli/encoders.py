@@ -70,6 +70,9 @@ def _register_embed(subparsers) -> None:
                              "the cluster at ADDRESS, else RAY_ADDRESS, else a new local Ray; the "
                              "same store, byte for byte. INPUT may then also be a .csv/.jsonl/"
                              ".parquet file list (--column, default 'path') and list URIs (s3://)")
+    parser.add_argument("--ray-timeout", type=number(0, low_open=True), default=60.0,
+                        metavar="SECONDS", help="with --ray ADDRESS: how long the cluster may take "
+                        "to answer before the run stops with an error (default: 60)")
     parser.add_argument("--actors", type=POSITIVE, default=None,
                         help="with --ray: encoding actors (default: one per GPU, else one per CPU "
                              "for 3/4 of the CPUs)")
@@ -121,7 +124,7 @@ def _embed_on_ray(args: argparse.Namespace, options: dict[str, Any]) -> Any:
                         space_options=options, batch_size=args.batch_size, actors=args.actors,
                         gpus_per_actor=args.gpus_per_actor, shard_rows=args.shard_rows,
                         store_dtype=args.store_dtype, overwrite=args.overwrite,
-                        progress=not args.quiet)
+                        progress=not args.quiet, ray_timeout=args.ray_timeout)
 
 
 # -- similarity ----------------------------------------------------------------------------------
