@@ -128,3 +128,15 @@ def test_training_gives_the_same_model_whatever_the_thread_count(tmp_path):
                                            tmp_path / str(threads), progress=False)
     one, two = models[1].state_dict(), models[2].state_dict()
     assert [key for key in one if not torch.equal(one[key], two[key])] == []
+
+
+def test_a_long_stage_says_what_it_runs_on(monkeypatch):
+    import cmcr.threads as threads_module
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(threads_module, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads_module, "busy_cores", lambda: 0)
+    assert threads_module.cores_note() == "1 thread, 2 usable cores"
+    monkeypatch.setattr(threads_module, "busy_cores", lambda: 1)
+    assert threads_module.cores_note() == ("1 thread, 2 usable cores, 1 busy with other work right "
+                                           "now: expect it to take longer")

@@ -11,9 +11,9 @@ the quiet run 2.5x slower, so cmcr does not do that. Instead, at start, the comm
 - leaves out those that other processes keep busy right now (50 ms of ``/proc/stat``),
 - and uses that many intra-op threads, unless ``--threads N`` or ``OMP_NUM_THREADS`` says.
 
-Data-loader workers run one torch thread each (torch sets that in every worker). Results do not
-depend on the thread count beyond float rounding (see tests/test_threads.py for what differs).
-Nothing here imports torch at module level.
+Data-loader workers run one torch thread each (torch sets that in every worker). Trained weights
+do not depend on the thread count (tests/test_threads.py). Nothing here imports torch at module
+level.
 """
 
 from __future__ import annotations
@@ -85,6 +85,17 @@ def busy_cores(interval: float = 0.05, stat: Path = Path("/proc/stat")) -> int:
         total = after[cpu][1] - before[cpu][1]
         load += 1.0 - idle / total if total > 0 else 0.0
     return int(round(load))
+
+
+def cores_note() -> str:
+    """'2 threads, 2 cores, 1 busy with other work': what a long stage is about to run on."""
+    import torch
+
+    threads, cores, busy = torch.get_num_threads(), usable_cores(), busy_cores()
+    note = f"{threads} thread{'s' * (threads != 1)}, {cores} usable core{'s' * (cores != 1)}"
+    if busy:
+        note += f", {busy} busy with other work right now: expect it to take longer"
+    return note
 
 
 def requested_threads(threads: int | None) -> int:

@@ -27,8 +27,9 @@ from cmcr.recipes import RECIPE_ADDITIONS, RECIPES
 from cmcr.runtime import environment_record, run_record, write_json
 from cmcr.spaces import load_space
 from cmcr.spaces.clip import PATCH_MODES
+from cmcr.threads import cores_note
 from cmcr.world.concepts import CONCEPTS
-from cmcr.world.extend import compare_extend  # Ex-MCR's extend mode vs C-MCR (issue 13)
+from cmcr.world.extend import compare_extend  # Ex-MCR's extend mode against C-MCR
 from cmcr.world.generate import (WorldManifest, WorldSizes, generate_world, load_world,
                                  prune_media)
 from cmcr.geometry import REAL_CLIP, space_geometry
@@ -97,7 +98,8 @@ def _timed(timings: dict[str, float], name: str, progress: bool = False) -> Iter
     """Record the seconds the ``with`` block takes as ``timings[name]``; with ``progress``, say
     which stage starts (its bars follow, each named after its method or store)."""
     if progress:
-        print(f"[{len(timings) + 1}/{len(STAGES)}] {STAGES[name]}", file=sys.stderr, flush=True)
+        print(f"[{len(timings) + 1}/{len(STAGES)}] {STAGES[name]} ({cores_note()})",
+              file=sys.stderr, flush=True)
     start = time.perf_counter()
     yield
     timings[name] = round(time.perf_counter() - start, 2)
