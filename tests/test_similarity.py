@@ -95,3 +95,17 @@ def test_cli_similarity_prints_the_demo_tables(model_dir, tiny_clip_dir, tiny_cl
 def test_cli_similarity_needs_two_modalities(model_dir, capsys):
     assert main(["similarity", "--model", str(model_dir), "--text", "x"]) == 2
     assert "at least two" in capsys.readouterr().err
+
+
+def test_column_headers_are_whole_and_aligned_with_their_values():
+    from cmcr.cli.encoders import format_matrix
+
+    table = {"row_labels": ["dog.wav", "clock.wav"],
+             "column_labels": ["a fire crackles loudly", "a clock ticks", "x" * 60],
+             "cosine": [[0.5, 0.25, -0.125], [0.1, 0.9, 0.0]]}
+    lines = format_matrix("audio x text: cosine", table, "cosine").splitlines()
+    assert "a fire crackles loudly" in lines[1] and "a clock ticks" in lines[1]
+    assert "x" * 39 + "…" in lines[1] and "x" * 40 not in lines[1]
+    for line in lines[2:]:  # each value ends where its header ends
+        assert len(line) == len(lines[1])
+    assert lines[1].index("a clock ticks") + len("a clock ticks") == lines[3].index("0.900") + 5

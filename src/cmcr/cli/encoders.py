@@ -212,11 +212,17 @@ def run_similarity(args: argparse.Namespace) -> int:
     return 0
 
 
+COLUMN_LABEL_LIMIT = 40  # longer column labels end in "…"
+
+
 def format_matrix(title: str, table: dict[str, Any], key: str) -> str:
-    """A labelled matrix as aligned text."""
-    rows, columns = table["row_labels"], [c[:14] for c in table["column_labels"]]
+    """A labelled matrix as aligned text: each column as wide as its whole label."""
+    rows = table["row_labels"]
+    columns = [c if len(c) <= COLUMN_LABEL_LIMIT else c[:COLUMN_LABEL_LIMIT - 1] + "…"
+               for c in table["column_labels"]]
+    widths = [max(6, len(c)) for c in columns]
     width = max([len(r) for r in rows] + [4])
-    lines = [title, " " * width + "".join(f"  {c:>14}" for c in columns)]
+    lines = [title, " " * width + "".join(f"  {c:>{w}}" for c, w in zip(columns, widths))]
     for label, values in zip(rows, table[key]):
-        lines.append(f"{label:<{width}}" + "".join(f"  {v:>14.3f}" for v in values))
+        lines.append(f"{label:<{width}}" + "".join(f"  {v:>{w}.3f}" for v, w in zip(values, widths)))
     return "\n".join(lines) + "\n"

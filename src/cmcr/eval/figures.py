@@ -53,6 +53,6 @@ def plot_heatmaps(images: Sequence[Any], heatmaps: np.ndarray, boxes: Sequence[S
     if suptitle:
         figure.suptitle(suptitle, fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, bbox_inches="tight")  # nothing clipped
     plt.close(figure)
     return path

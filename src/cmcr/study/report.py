@@ -98,7 +98,7 @@ def draw_map(summary: dict[str, Any], path: Path) -> None:
     figure.suptitle("C-MCR regime map: generated two-space data, audio -> image, "
                     f"{len(summary['settings']['seeds'])} seeds per cell", fontsize=11)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")  # nothing clipped
     plt.close(figure)
 
 

@@ -207,7 +207,8 @@ def _generate_split(out_dir: Path, seed: int, sizes: WorldSizes, split_index: in
     (out_dir / name).mkdir(parents=True, exist_ok=True)
     ctx = _Context(out_dir, sizes, name)
     records = []
-    for index in tqdm(range(getattr(sizes, size_field)), desc=name, disable=not progress):
+    count = getattr(sizes, size_field)
+    for index in tqdm(range(count), desc=name, disable=not progress or count == 0):
         rng = np.random.default_rng([seed, split_index, index])
         records.append({"id": f"{name}/{index:06d}", **make(ctx, index, rng)})
     with open(out_dir / f"{name}.jsonl", "w", encoding="utf-8") as handle:

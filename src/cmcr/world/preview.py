@@ -47,5 +47,5 @@ def save_preview(world_dir: str | Path, out_png: str | Path, n_images: int = 16,
         axis.tick_params(labelsize=6)
     figure.tight_layout()
     out_path = Path(out_png)
-    figure.savefig(out_path, dpi=90)
+    figure.savefig(out_path, dpi=90, bbox_inches="tight")
     return out_path

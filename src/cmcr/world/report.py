@@ -356,7 +356,7 @@ def retrieval_grid(world: WorldManifest, similarity: np.ndarray, positives: np.n
     figure.suptitle("C-MCR: audio queries and their top images (never paired in training)",
                     fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")  # nothing clipped
     plt.close(figure)
     return path
 
@@ -400,7 +400,7 @@ def similarity_matrix(similarity: np.ndarray, concepts: list[str], path: Path) -
     right.set_title("every test pair, row-centred cosine (white lines: concept boundaries)")
     figure.colorbar(shown, ax=right, fraction=0.046)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")  # nothing clipped
     plt.close(figure)
     return path
 
@@ -440,6 +440,6 @@ def joint_space_map(image: np.ndarray, audio: np.ndarray, text: np.ndarray, path
     axis.set_ylabel(f"principal component 2 ({explained[1]:.0f}% of the variance)")
     axis.set_title("joint space (PCA), coloured by modality")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")  # nothing clipped
     plt.close(figure)
     return path
