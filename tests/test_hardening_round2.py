@@ -208,3 +208,36 @@ def test_a_ray_address_without_a_usable_port_is_named(address):
 
     with pytest.raises(ConfigError, match=f"Ray address '{address}' must be HOST:PORT"):
         ray_endpoint(address)
+
+
+# -- item 12: stores too small to train on --------------------------------------------------------
+def _one_row_config(tmp_path: Path, **extra) -> Path:
+    import yaml
+
+    from cmcr.store import write_store
+
+    for name, rows, dim, modality in (("a_text", 1, 16, "text"), ("b_text", 1, 12, "text"),
+                                      ("a_image", 5, 16, "image"), ("b_audio", 5, 12, "audio")):
+        write_store(tmp_path / name, _unit_rows(rows, dim), modality=modality)
+    config = {"spaces": {"clip": {"queries": "a_text", "memory": "a_image",
+                                  "memory_modality": "image"},
+                         "clap": {"queries": "b_text", "memory": "b_audio",
+                                  "memory_modality": "audio"}},
+              "train": {"epochs": 1, "batch_size": 2},
+              "projector": {"hidden": 8, "out_dim": 8, "layers": 1}, **extra}
+    path = tmp_path / "connect.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("extra", [{}, {"mode": "extend", "extend": {"queries": ["text"]},
+                                        "projector": {"hidden": 8, "out_dim": 16, "layers": 1}}])
+def test_one_row_stores_are_refused_before_any_retrieval(tmp_path, capsys, extra):
+    from cmcr.cli import main
+
+    config = _one_row_config(tmp_path, **extra)
+    assert main(["connect", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "_text: 1 row to train on; training needs at least 2" in err
+    assert len(err.strip().splitlines()) == 1 and "internal error" not in err
+    assert not (tmp_path / "out" / "cache").exists()  # nothing was retrieved

@@ -69,7 +69,25 @@ def open_training_stores(config: ConnectConfig, allow_incomplete: bool = False
         raise StoreError(f"query stores differ in length: {store_a.path} has {len(store_a)} rows "
                          f"('{name_a}'), {store_b.path} has {len(store_b)} ('{name_b}'); row i of "
                          "both must be the same item")
+    check_training_rows(config, queries, memories)
     return queries, memories
+
+
+def check_training_rows(config: ConnectConfig, queries: dict[str, EmbeddingStore],
+                        memories: dict[str, EmbeddingStore | None]) -> None:
+    """Refuse, before any retrieval, stores too small to train on: InfoNCE contrasts each row
+    with another (C-MCR trains on the queries' rows; extend mode on its pool's query sets)."""
+    if config.mode == "extend":
+        leaf, base = config.leaf_space, config.base_space
+        sets = dict(zip(config.extend_modalities(), (queries[leaf], memories[leaf], memories[base])))
+        stores = [sets[modality] for modality in config.extend_queries()]
+    else:
+        stores = [queries[config.space_names[0]]]
+    rows = sum(len(store) for store in stores if store is not None)
+    if rows < 2:
+        named = ", ".join(str(store.path) for store in stores if store is not None)
+        raise StoreError(f"{named}: {rows} row to train on; training needs at least 2 (InfoNCE "
+                         "contrasts each row with another): embed more items")
 
 
 def retriever(config: RetrievalConfig) -> Retriever:
