@@ -125,12 +125,31 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
 
     check_riff_complete(path)
     try:
-        samples, source_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        mono, source_rate = read_mono(path)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as err:
         raise InputError(f"{path}: cannot decode audio ({_reason(err)})") from None
-    return finish_audio(samples.mean(axis=1), source_rate, sample_rate, path)
+    return finish_audio(mono, source_rate, sample_rate, path)
+
+
+AUDIO_BLOCK_FRAMES = 65536
+
+
+def read_mono(path: Path) -> tuple[np.ndarray, int]:
+    """(float32 mono samples, sample rate), channels averaged block by block: memory holds the
+    mono samples, not every channel; a short block ends the reading, so a header that claims
+    more frames than the file holds cannot make it loop."""
+    import soundfile
+
+    blocks = []
+    with soundfile.SoundFile(str(path)) as audio:
+        while len(block := audio.read(AUDIO_BLOCK_FRAMES, dtype="float32", always_2d=True)):
+            blocks.append(block.mean(axis=1))
+            if len(block) < AUDIO_BLOCK_FRAMES:
+                break
+        source_rate = audio.samplerate
+    return (np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)), source_rate
 
 
 def check_riff_complete(path: Path) -> None:

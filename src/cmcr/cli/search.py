@@ -57,11 +57,20 @@ thumbnails and audio players; click a result for more like it) and a JSON API:
   GET  /media/ROW                                           a result's image or audio file
 
 Answers: {"results": [{"id", "modality", "space", "score", "media_url", ...}]}, best first;
-bad requests get a 4xx with {"error": "..."}. Only rows of the index are served as media.
+bad requests get a 4xx with {"error": "..."}. Only rows of the index are served as media, only
+from inside a collection's media folder when it has one, and only when the file's content is
+the image, audio or video its row says.
+
+Uploads are bounded twice: in bytes (--max-upload-mb), then from the file's header before any
+decoding (an upload over a limit gets 413 naming the limit and its value):
+  audio  at most --max-upload-seconds long, --max-sample-rate Hz, --max-channels channels
+  image  at most --max-image-pixels pixels, long side at most --max-image-aspect x the short side
+Uploads decode in --decode-workers threads, outside the model's lock, so text searches keep
+answering meanwhile; past 8 uploads per decode thread, more get 503 until some finish.
 
 examples:
   cmcr demo --out runs/demo && cmcr serve runs/demo        # then open http://127.0.0.1:8000
-  cmcr serve idx --host 0.0.0.0 --port 8080 --max-upload-mb 50
+  cmcr serve idx --host 0.0.0.0 --port 8080 --max-upload-mb 50 --max-upload-seconds 300
 """
 
 
@@ -206,6 +215,18 @@ def _register_serve(subparsers) -> None:
     parser.add_argument("--port", type=whole(0, 65535), default=8000, help="port (default: 8000)")
     parser.add_argument("--max-upload-mb", type=number(0, low_open=True), default=20.0,
                         help="largest upload accepted (default: 20 MB)")
+    parser.add_argument("--max-upload-seconds", type=number(0, low_open=True), default=60.0,
+                        help="longest audio upload, read from its header (default: 60 s)")
+    parser.add_argument("--max-sample-rate", type=POSITIVE, default=192_000,
+                        help="highest audio sample rate of an upload (default: 192000 Hz)")
+    parser.add_argument("--max-channels", type=POSITIVE, default=8,
+                        help="most audio channels of an upload (default: 8)")
+    parser.add_argument("--max-image-pixels", type=POSITIVE, default=40_000_000,
+                        help="most pixels of an uploaded image (default: 40000000)")
+    parser.add_argument("--max-image-aspect", type=number(1), default=100.0,
+                        help="largest long side / short side of an uploaded image (default: 100)")
+    parser.add_argument("--decode-workers", type=whole(1, 64), default=2,
+                        help="threads that decode uploads (default: 2)")
     parser.add_argument("--space", action="append", default=[], metavar="NAME=KIND:NAME_OR_PATH",
                         help="the frozen space behind a model space, if not the recorded one")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1")
@@ -223,7 +244,13 @@ def run_serve(args: argparse.Namespace) -> int:
         raise MissingDependencyError(f"cmcr serve needs starlette, uvicorn and python-multipart "
                                      f"({err}): pip install starlette uvicorn python-multipart") from None
 
+    from cmcr.serve.query import UploadLimits
+
+    limits = UploadLimits(max_seconds=args.max_upload_seconds, max_sample_rate=args.max_sample_rate,
+                          max_channels=args.max_channels, max_image_pixels=args.max_image_pixels,
+                          max_image_aspect=args.max_image_aspect)
     index = Index.open(args.index, spaces=parse_space_options(args.space), device=args.device)
     serve(index, host=args.host, port=args.port,
-          max_upload_bytes=int(args.max_upload_mb * 1_000_000))
+          max_upload_bytes=int(args.max_upload_mb * 1_000_000), limits=limits,
+          decode_workers=args.decode_workers)
     return 0
