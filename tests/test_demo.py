@@ -342,3 +342,37 @@ def test_the_connection_prints_the_same_table_at_one_and_two_threads(demo, seed,
     assert tables[0] == tables[1]
     record = json.loads((tmp_path / "threads-2" / "run.json").read_text())
     assert record["threads"] == 2 and {"torch", "numpy", "cmcr_version"} <= set(record)
+
+
+def readme_command(prefix: str) -> list[str]:
+    """The README's shell command that starts with ``prefix``, split as a shell would."""
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = text.index(prefix)
+    return shlex.split(text[start:text.index("```", start)].replace("\\\n", " "))
+
+
+def test_the_readmes_similarity_example_prints_a_clean_diagonal(demo, tmp_path, capsys):
+    """The README's command, as printed, on seed 0's test pairs (generated here: the world's item
+    i depends on the seed and i only) with the demo's cmcr+ model: every cross-modal row peaks
+    on its own column."""
+    import re
+    from dataclasses import fields
+
+    out, _ = demo
+    argv = readme_command("cmcr similarity --model runs/demo")
+    pairs = 1 + max(int(m.group(1)) for a in argv if (m := re.search(r"test_pairs/(\d+)\.", a)))
+    sizes = WorldSizes(**{f.name: 0 for f in fields(WorldSizes) if f.name not in
+                          ("test_pairs", "image_size", "sample_rate")}, test_pairs=pairs)
+    generate_world(tmp_path / "world", seed=0, sizes=sizes, progress=False)
+    argv = [a.replace("runs/demo/world", str(tmp_path / "world")).replace("runs/demo", str(out))
+            for a in argv[1:]]
+    assert main([*argv, "--json"]) == 0
+    tables = json.loads(capsys.readouterr().out)["tables"]
+    crossed = [t for t in tables if t["rows"] != t["columns"]]
+    assert len(crossed) >= 3
+    for table in crossed:
+        peaks = np.argmax(np.asarray(table["cosine"]), axis=1).tolist()
+        assert peaks == list(range(len(peaks))), (table["rows"], table["columns"], table["cosine"])
