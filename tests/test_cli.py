@@ -76,3 +76,28 @@ def test_every_option_of_every_command_has_help():
                if action.option_strings and action.help != argparse.SUPPRESS
                and not (action.help or "").strip()]
     assert not missing, missing
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["connect"], ["serve"], ["embed"], ["inspect"]])
+def test_help_does_not_import_torch(command):
+    """`cmcr --help` and every command's --help answer without loading torch (it costs seconds)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom cmcr.cli import main\n"
+            "try:\n    main(sys.argv[1:] + ['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'transformers', 'faiss', 'starlette', 'ray') "
+            "if m in sys.modules]\nassert not heavy, heavy\n")
+    result = subprocess.run([sys.executable, "-c", code, *command], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage: cmcr" in result.stdout
+
+
+def test_the_public_api_loads_on_first_use():
+    import cmcr
+
+    assert {"ConnectedModel", "connect", "load_space", "Index", "open_store"} <= set(cmcr.__all__)
+    assert cmcr.ConnectedModel.__name__ == "ConnectedModel"
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        cmcr.nothing_here
