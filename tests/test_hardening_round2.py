@@ -241,3 +241,120 @@ def test_one_row_stores_are_refused_before_any_retrieval(tmp_path, capsys, extra
     assert "_text: 1 row to train on; training needs at least 2" in err
     assert len(err.strip().splitlines()) == 1 and "internal error" not in err
     assert not (tmp_path / "out" / "cache").exists()  # nothing was retrieved
+
+
+# -- item 13: ranges and combinations that cannot train -----------------------------------------
+@pytest.mark.parametrize("overrides, words", [
+    (["method.same_text_threshold=-1"], "'method.same_text_threshold' must be in (0, 1], got -1"),
+    (["method.same_text_threshold=0"], "'method.same_text_threshold' must be in (0, 1], got 0"),
+    (["method.pseudo_rounds=2", "method.use_memory=false"],
+     "'method.pseudo_rounds' needs pseudo pairs, but 'method.use_memory' is false"),
+    (["method.normalize_pseudo=true", "method.use_memory=false"],
+     "'method.normalize_pseudo' needs pseudo pairs"),
+    (["method.center_modalities=true", "method.use_memory=false"],
+     "'method.center_modalities' needs pseudo pairs"),
+    (["method.same_text_threshold=0.9", "method.soft_target_temperature=0.1"],
+     "ignores the mask of 'method.same_text_threshold'"),
+    (["method.noise_cosine=0.9", "method.noise_calibration=1.0"],
+     "'method.noise_cosine' and 'method.noise_calibration' both set the noise"),
+])
+def test_settings_that_cannot_train_are_refused_before_any_work(tmp_path, capsys, overrides,
+                                                                words):
+    from cmcr.cli import main
+
+    config = _example(tmp_path)
+    sets = [part for override in overrides for part in ("--set", override)]
+    assert main(["connect", str(config), "--out", str(tmp_path / "out"), "--quiet", *sets]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_threshold_inside_the_range_still_trains(tmp_path):
+    from cmcr.cli import main
+
+    config = _example(tmp_path)
+    assert main(["connect", str(config), "--out", str(tmp_path / "out"), "--quiet",
+                 "--set", "method.same_text_threshold=0.95", "--set", "train.epochs=1"]) == 0
+
+
+# -- item 14: space names ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["../../EVIL", "", "a.b", "a/b", "x y"])
+def test_a_space_name_that_is_not_one_safe_path_component_is_refused(tmp_path, capsys, name):
+    import yaml
+
+    from cmcr.cli import main
+
+    config = _example(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    data["spaces"] = {name: data["spaces"]["clip"], "clap": data["spaces"]["clap"]}
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run" / "out"
+    assert main(["connect", str(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "a space name must be letters, digits, '_' and '-' only" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.rglob("*EVIL*"))
+
+
+# -- item 15: hostile values, one line each ------------------------------------------------------
+@pytest.mark.parametrize("override, words", [
+    ("method.noise_cosine=1e-300", "'method.noise_cosine' must be in [0.01, 1), got 1e-300"),
+    ("train.lr=" + "9" * 400, "'train.lr' must be a number below 1e308"),
+    ("train.epochs=" + "9" * 400, "'train.epochs' must be an integer below 2^63"),
+    ("projector.hidden=1e10", "'projector.hidden' must be an integer"),
+    ("projector.hidden=10000000000", "'projector.hidden' must be in [1, 65536]"),
+    ("train.epochs=" + "[" * 100_000 + "]" * 100_000, "'train.epochs': lists or mappings nested "
+                                                      "too deeply"),
+])
+def test_hostile_config_values_are_one_line_naming_the_key(tmp_path, capsys, override, words):
+    from cmcr.cli import main
+
+    config = _example(tmp_path)
+    assert main(["connect", str(config), "--out", str(tmp_path / "out"), "--quiet",
+                 "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1 and len(err) < 400
+
+
+def test_a_deeply_nested_config_file_is_one_line(tmp_path, capsys):
+    from cmcr.cli import main
+
+    config = tmp_path / "deep.yaml"
+    config.write_text("spaces:\n  clip: {queries: a}\n  clap: {queries: b}\n"
+                      f"train:\n  epochs: {'[' * 100_000}{']' * 100_000}\n")
+    assert main(["connect", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: lists or mappings nested too deeply" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("file", ["store.json", "ids-00000.jsonl"])
+def test_a_deeply_nested_store_file_is_one_line(tmp_path, capsys, file):
+    from cmcr.cli import main
+    from cmcr.store import write_store
+
+    store = write_store(tmp_path / "store", _unit_rows(3, 4), ["a", "b", "c"], modality="text")
+    deep = "[" * 100_000 + "]" * 100_000
+    if file == "store.json":
+        manifest = store.path / file
+        manifest.write_text(manifest.read_text().replace('"dim": 4', f'"dim": {deep}'))
+    else:
+        (store.path / file).write_text(f'"a"\n{deep}\n"c"\n')
+    assert main(["store", "info", str(store.path)]) == 2  # info shows the first ids
+    err = capsys.readouterr().err
+    assert f"{file}: " in err and "nested too deeply" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_integer_keys_in_an_official_checkpoint_are_named(tmp_path, capsys):
+    import torch
+
+    from cmcr.cli import main
+
+    path = tmp_path / "odd.pt"
+    torch.save({0: torch.zeros(3), "Head_A.net.0.weight": torch.zeros(2)}, path)
+    assert main(["import-official", str(path), "--kind", "clap-clip", "--out",
+                 str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err
+    assert "state dict key 0 is not a string" in err and len(err.strip().splitlines()) == 1

@@ -7,7 +7,6 @@ Defaults marked *unconfirmed* come from a re-implementation that copies the pape
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 import reprlib
@@ -17,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
+from cmcr.config_files import (apply_overrides, load_yaml, parse_override,  # noqa: F401
+                                read_config_file, save_config)
 from cmcr.errors import ConfigError
 from cmcr.recipes import DEFAULT_RECIPE, RECIPES
 
@@ -96,10 +95,14 @@ class MethodConfig(Checked):
     use_pseudo_inter: bool = True  # InfoNCE between the pseudo pair (f_a(v), f_b(a))
     use_intra: bool = True
     # Recipe options (docs/recipes.md; `recipe: cmcr+`); None keeps the paper's behaviour.
-    # noise sigma^2 = (1/c^2 - 1)/d, so E cos(x, noised x) ~ c in any dim d (replaces noise_var)
-    noise_cosine: float | None = ranged(None, 0, 1, low_open=True, high_open=True)
-    # InfoNCE drops from its denominators pairs whose raw texts' cosine exceeds this in both spaces
-    same_text_threshold: float | None = ranged(None, -1, 1)
+    # noise sigma^2 = (1/c^2 - 1)/d, so E cos(x, noised x) ~ c in any dim d (replaces noise_var);
+    # below 0.01 a noised row keeps less of itself than two random rows share (|cos| ~ 1/sqrt(d)
+    # for d up to 10^4): the model would learn from noise alone
+    noise_cosine: float | None = ranged(None, 0.01, 1, high_open=True)
+    # InfoNCE drops from its denominators pairs whose raw texts' cosine exceeds this in both
+    # spaces: a test of "the same text"; at or below 0 it drops every pair that is not opposed,
+    # i.e. all of InfoNCE's negatives, and the loss is 0
+    same_text_threshold: float | None = ranged(None, 0, 1, low_open=True)
     # InfoNCE soft targets softmax(c/t), c: raw texts' cosine (the smaller of both spaces')
     soft_target_temperature: float | None = ranged(None, 0, low_open=True)
     # 2: retrieve the pseudo pairs again in round 1's joint space, then train afresh on them
@@ -157,6 +160,7 @@ PROJECTOR_PRESETS: dict[str, dict[str, Any]] = {
 # "mlp": C-MCR's projector; "exmcr": Ex-MCR's leaf head (a linear layer, then ``layers`` MLP
 # blocks); "identity": a frozen base space in extend mode (rows are only L2-normalised).
 PROJECTOR_KINDS = ("mlp", "exmcr", "identity")
+MAX_WIDTH = 65536  # widest projector layer: 64x the paper's 1024 (wider: tens of GB of weights)
 
 
 @dataclass
@@ -166,8 +170,8 @@ class ProjectorConfig(Checked):
     section = "projector"
     preset: str | None = None  # a name from PROJECTOR_PRESETS; explicit keys override it
     kind: str = "mlp"  # one of PROJECTOR_KINDS; 'exmcr' uses hidden, out_dim, layers, batch_norm
-    hidden: int = ranged(1024, 1)
-    out_dim: int = ranged(512, 1)
+    hidden: int = ranged(1024, 1, MAX_WIDTH)
+    out_dim: int = ranged(512, 1, MAX_WIDTH)
     layers: int = ranged(2, 1)
     batch_norm: bool = True
     final_norm: bool = True  # BatchNorm after the last Linear
@@ -247,9 +251,9 @@ class ConnectConfig:
 
     def __post_init__(self) -> None:
         if len(self.spaces) != 2:
-            raise ConfigError(
-                f"'spaces' must name exactly two spaces, got {len(self.spaces)}: {sorted(self.spaces)}"
-            )
+            raise ConfigError(f"'spaces' must name exactly two spaces, got {len(self.spaces)}: "
+                              f"{shown(sorted(self.spaces))}")
+        check_space_names(self.spaces, "spaces")
         if self.mode not in MODES:
             raise ConfigError(f"'mode' must be one of {', '.join(MODES)}, got {shown(self.mode)}")
         check_recipe(self.recipe)
@@ -259,6 +263,7 @@ class ConnectConfig:
                               f"{', '.join(RECIPE_METHOD_KEYS)}")
         if self.mode == "extend":
             check_extend(self)
+        check_method(self.method)
 
     @property
     def space_names(self) -> list[str]:
@@ -296,6 +301,37 @@ def check_recipe(name: Any) -> None:
     if not isinstance(name, str) or name not in RECIPES:
         raise ConfigError(f"unknown recipe {shown(name)} in 'recipe'; known recipes: "
                           + ", ".join(RECIPES))
+
+
+SPACE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def check_space_names(names: Mapping[str, Any], where: str) -> None:
+    """Space names become file names (pseudo-embedding caches) and model keys: each must be
+    one safe path component of letters, digits, '_' and '-'."""
+    for name in names:
+        if not isinstance(name, str) or not SPACE_NAME.fullmatch(name):
+            raise ConfigError(f"'{where}' names a space {shown(name)}: a space name must be "
+                              "letters, digits, '_' and '-' only (e.g. clip, clap_htsat)")
+
+
+# method keys that only act on pseudo pairs: with use_memory false they would be ignored
+PSEUDO_PAIR_KEYS = ("pseudo_rounds", "noise_calibration", "center_modalities", "normalize_pseudo")
+
+
+def check_method(method: MethodConfig) -> None:
+    """Refuse method settings that cannot act together (one would be silently ignored)."""
+    if not method.use_memory:
+        for key in PSEUDO_PAIR_KEYS:
+            if getattr(method, key) != _RECIPE_DEFAULTS[key]:
+                raise ConfigError(f"'method.{key}' needs pseudo pairs, but 'method.use_memory' "
+                                  f"is false: set use_memory: true, or leave {key} at its default")
+    if method.same_text_threshold is not None and method.soft_target_temperature is not None:
+        raise ConfigError("'method.soft_target_temperature' replaces InfoNCE's targets and so "
+                          "ignores the mask of 'method.same_text_threshold': set only one")
+    if method.noise_cosine is not None and method.noise_calibration is not None:
+        raise ConfigError("'method.noise_cosine' and 'method.noise_calibration' both set the "
+                          "noise (noise_calibration would win): set only one")
 
 
 def _apply_recipe(data: dict[str, Any]) -> dict[str, Any]:
@@ -371,11 +407,16 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"'{where}' must be an integer, got {shown(value)}")
+        if abs(value) >= 2**63:
+            raise ConfigError(f"'{where}' must be an integer below 2^63, got {shown(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"'{where}' must be a number, got {shown(value)}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"'{where}' must be a number below 1e308, got {shown(value)}") from None
     if hint is str:
         if not isinstance(value, (str, Path)):
             raise ConfigError(f"'{where}' must be a string, got {shown(value)}")
@@ -427,79 +468,6 @@ def _apply_preset(data: dict[str, Any], where: str) -> dict[str, Any]:
     return {**PROJECTOR_PRESETS[name], **data}
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-4`` as a string; configs mean a number (as YAML 1.2 does). Aliases
-    (``*name``) are refused: a few hundred bytes of nested aliases expand to gigabytes."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not accepted "
-                                              "in cmcr configs; write the value out", mark)
-        return super().compose_node(parent, index)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$"
-               r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
-    list("-+0123456789."))
-
-
-def load_yaml(text: str) -> Any:
-    """yaml.safe_load, but ``1e-4`` is a float."""
-    return yaml.load(text, Loader=_Loader)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Parse ``a.b.c=value`` (value in YAML syntax) into (["a", "b", "c"], value)."""
-    if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like key=value, e.g. train.epochs=10")
-    key, raw = text.split("=", 1)
-    if not key.strip():
-        raise ConfigError(f"override '{text}' has an empty key")
-    try:
-        value = load_yaml(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override '{text}': cannot parse value: {err}") from None
-    return key.strip().split("."), value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key=value`` overrides to a raw config mapping (validation happens afterwards)."""
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = data
-        for key in keys[:-1]:
-            child = node.get(key)
-            if child is None:
-                child = node[key] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override '{text}': '{key}' is not a mapping")
-            node = child
-        node[keys[-1]] = value
-    return data
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON mapping, with errors naming the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start} is {err.object[err.start]:#04x}); "
-                          "save the config as UTF-8") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else load_yaml(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
-    return data
-
-
 def load_connect_config(path: str | Path, overrides: list[str] | None = None) -> ConnectConfig:
     """Load a ``cmcr connect`` YAML/JSON config; relative store paths are relative to the file."""
     path = Path(path)
@@ -518,16 +486,6 @@ def load_connect_config(path: str | Path, overrides: list[str] | None = None) ->
 def _resolve(path: str, base: Path) -> Path:
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else (base / candidate).resolve()
-
-
-def save_config(config: Any, path: str | Path) -> None:
-    """Write a dataclass config as JSON or YAML (by the file's suffix)."""
-    path = Path(path)
-    data = dataclasses.asdict(config)
-    if path.suffix in (".yaml", ".yml"):
-        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    else:
-        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 @dataclass
@@ -558,6 +516,7 @@ class ModelConfig:
     cmcr_version: str = ""
 
     def __post_init__(self) -> None:
+        check_space_names(self.spaces, "spaces")
         if set(self.spaces) != set(self.projectors):
             raise ConfigError(f"model config: spaces {sorted(self.spaces)} and projectors "
                               f"{sorted(self.projectors)} must name the same spaces")

@@ -70,6 +70,10 @@ def read_official_state(path: str | Path) -> dict[str, torch.Tensor]:
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a state dict of tensors")
+    odd = next((key for key in state if not isinstance(key, str)), None)
+    if odd is not None:
+        raise CheckpointError(f"{path}: state dict key {odd!r:.60} is not a string (it is of "
+                              f"type {type(odd).__name__}); a state dict's keys name its tensors")
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 

@@ -206,11 +206,13 @@ def _read_jsonl(path: Path) -> list[Any]:
             values = json.loads("[" + ",".join(lines) + "]")
             if len(values) == len(lines):
                 return values
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
         return [json.loads(line) for line in lines]
     except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
         raise StoreError(f"{path}: cannot read store file: {err}") from None
+    except RecursionError:
+        raise StoreError(f"{path}: cannot read store file: values nested too deeply") from None
 
 
 def _read_shard_rows(path: Path, expected: int, what: str) -> list[Any]:
@@ -286,8 +288,10 @@ def open_store(path: str | Path) -> EmbeddingStore:
 def read_manifest(manifest: Path) -> StoreInfo:
     try:
         data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
         raise StoreError(f"{manifest}: unreadable manifest: {err}") from None
+    except RecursionError:
+        raise StoreError(f"{manifest}: unreadable manifest: values nested too deeply") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         raise StoreError(f"{manifest}: not a cmcr store manifest (format != {FORMAT_NAME!r})")
     data.pop("format")
