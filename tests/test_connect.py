@@ -2,9 +2,12 @@
 
 import json
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import yaml
+from safetensors.numpy import load_file
 
 from cmcr import ConnectedModel
 from cmcr.cli import main
@@ -66,6 +69,35 @@ def test_connect_writes_model_log_checkpoint_and_record(example, tmp_path):
     assert config["spaces"]["clap"]["modalities"] == ["text", "audio"]
     assert config["cmcr_version"]
     assert config["train"]["epochs"] == 2
+
+
+def test_a_saved_config_reruns_from_anywhere_and_gives_the_same_model(example, tmp_path,
+                                                                     monkeypatch):
+    """A run made with store paths relative to the working directory (as `cmcr demo --out runs/x`
+    does) saves a config whose paths are relative to itself: re-run from another directory, or
+    after moving the run's parent folder, it reproduces the weights."""
+    import shutil
+
+    from cmcr.config import ConnectConfig, read_config_file
+    from cmcr.connect import connect
+
+    root, config_path = example
+    project = tmp_path / "project"
+    shutil.copytree(root, project / "data")
+    data = read_config_file(config_path)
+    for space in data["spaces"].values():
+        space["queries"] = f"data/{space['queries']}"
+        space["memory"] = f"data/{space['memory']}"
+    monkeypatch.chdir(project)
+    connect(ConnectConfig.from_dict(data), Path("runs/first"), device="cpu", progress=False)
+    moved = tmp_path / "moved"
+    shutil.move(project, moved)
+    monkeypatch.chdir(tmp_path)
+    saved = moved / "runs" / "first" / "connect_config.yaml"
+    assert main(["connect", str(saved), "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    first = load_file(str(moved / "runs" / "first" / "model.safetensors"))
+    again = load_file(str(tmp_path / "again" / "model.safetensors"))
+    assert [key for key in first if not np.array_equal(first[key], again[key])] == []
 
 
 def test_set_overrides_reach_the_training(example, tmp_path):

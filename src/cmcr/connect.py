@@ -112,6 +112,21 @@ def build_model(config: ConnectConfig, queries: dict[str, EmbeddingStore]) -> Co
     return ConnectedModel(model_config)
 
 
+def portable_config(config: ConnectConfig, folder: Path) -> ConnectConfig:
+    """A copy whose store paths are relative to ``folder``, where it is saved: configs are read
+    relative to their file, so the saved one re-runs from any directory and moves with the run."""
+    import copy
+    import os
+
+    portable = copy.deepcopy(config)
+    base = folder.resolve()
+    for space in portable.spaces.values():
+        space.queries = os.path.relpath(Path(space.queries).expanduser().resolve(), base)
+        if space.memory is not None:
+            space.memory = os.path.relpath(Path(space.memory).expanduser().resolve(), base)
+    return portable
+
+
 def connect(config: ConnectConfig, out_dir: str | Path, *, resume: bool = False,
             device: str | torch.device | None = "auto", cache_dir: str | Path | None = None,
             progress: bool = True, label: str | None = None,
@@ -123,7 +138,7 @@ def connect(config: ConnectConfig, out_dir: str | Path, *, resume: bool = False,
     device = resolve_device(device)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
     queries, memories = open_training_stores(config, allow_incomplete)
-    save_config(config, out_dir / "connect_config.yaml")
+    save_config(portable_config(config, out_dir), out_dir / "connect_config.yaml")
     options = {"resume": resume, "device": device, "progress": progress,
                "label": f"train {label or out_dir.name}"}
     if config.mode == "extend":
