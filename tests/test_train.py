@@ -146,3 +146,12 @@ def test_steps_per_epoch_drop_last():
 def test_train_config_defaults_are_the_papers():
     train = TrainConfig()
     assert (train.epochs, train.batch_size, train.lr) == (36, 4096, 1e-3)
+
+
+def test_an_epoch_of_one_step_is_warned_about(capsys):
+    from cmcr.train import steps_per_epoch, warn_if_short_epochs
+
+    warn_if_short_epochs(400, 4096, steps_per_epoch(400, 4096, True))
+    assert "an epoch is 1 step; lower train.batch_size (e.g. 50)" in capsys.readouterr().err
+    warn_if_short_epochs(400, 128, steps_per_epoch(400, 128, True))
+    assert capsys.readouterr().err == ""

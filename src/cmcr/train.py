@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,14 @@ def steps_per_epoch(num_rows: int, batch_size: int, drop_last: bool) -> int:
     if drop_last and num_rows >= batch_size:
         return num_rows // batch_size
     return math.ceil(num_rows / batch_size)
+
+
+def warn_if_short_epochs(rows: int, batch_size: int, per_epoch: int) -> None:
+    """An epoch of one step (batch_size >= the rows) trains far less than its settings suggest."""
+    if per_epoch < 2:
+        print(f"cmcr: warning: {rows} training rows and batch_size {batch_size}: an epoch is "
+              f"{per_epoch} step; lower train.batch_size (e.g. {max(2, rows // 8)}) or add rows",
+              file=sys.stderr)
 
 
 RANDOM_STREAMS = ("shuffle", "noise")
@@ -166,6 +175,7 @@ def train_projectors(model: ConnectedModel, data: Batches, train: TrainConfig,
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     per_epoch = steps_per_epoch(len(data), train.batch_size, train.drop_last)
+    warn_if_short_epochs(len(data), train.batch_size, per_epoch)
     total_steps = per_epoch * train.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_lr_factor(
         step, total_steps, train.warmup_steps, train.min_lr_ratio))
