@@ -1,4 +1,5 @@
-"""Encoder sub-commands: embed (files -> store), similarity (files -> joint-space table)."""
+"""Encoder sub-commands: embed (files -> store), similarity (files -> joint-space table),
+convert (an encoder's original checkpoint -> a folder a space loads)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,42 @@ FORMATTER = argparse.RawDescriptionHelpFormatter
 def register(subparsers) -> None:
     _register_embed(subparsers)
     _register_similarity(subparsers)
+    _register_convert(subparsers)
+
+
+# -- convert -------------------------------------------------------------------------------------
+CONVERT_HELP = """\
+Convert LAION-CLAP's own checkpoint (630k-fusion-best.pt, 630k-audioset-best.pt, ...; HTSAT
+audio tower, RoBERTa text tower, fused or not) into a transformers ClapModel folder that
+'--space clap:OUT' loads. The .pt file is read with torch.load(weights_only=True): tensors only,
+no code in it runs. Every key is mapped or refused by name; the embeddings equal the laion_clap
+package's (docs/encoders.md). The tokenizer is roberta-base's (cached, reachable, or a folder).
+
+example:
+  cmcr convert laion-clap 630k-fusion-best.pt models/laion-clap-630k-fusion
+  cmcr embed --space clap:models/laion-clap-630k-fusion --modality audio --input audioset/ --out emb/clap_audio
+"""
+
+
+def _register_convert(subparsers) -> None:
+    parser = subparsers.add_parser("convert", help="an original encoder checkpoint -> a space folder",
+                                   description=CONVERT_HELP, formatter_class=FORMATTER)
+    parser.add_argument("source_format", choices=["laion-clap"], help="what CHECKPOINT is")
+    parser.add_argument("checkpoint", help="the original .pt file")
+    parser.add_argument("out", help="the folder to write")
+    parser.add_argument("--tokenizer", default="roberta-base",
+                        help="RoBERTa tokenizer: hub id or folder (default: roberta-base)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    parser.set_defaults(run=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from cmcr.spaces.laion_clap import convert_laion_clap
+
+    out = convert_laion_clap(args.checkpoint, args.out, tokenizer=args.tokenizer,
+                             overwrite=args.overwrite)
+    print(f"wrote {out}: use it as --space clap:{out}")
+    return 0
 
 
 # -- embed ---------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ Fixed, deterministic audio protocol (transformers' defaults crop at random):
   clip of each batch when none is, which makes embeddings depend on the batch).
 - non-fused models: a centred crop of ``max_length_s`` (not the random crop of "rand_trunc").
 - shorter clips are padded by the processor's own rule ("repeatpad": repeated, then zero-padded).
+- folders converted from LAION-CLAP's own checkpoints (``cmcr convert laion-clap``) record
+  ``"laion_int16_audio": true`` in config.json: the waveform is rounded to 16 bits first, as
+  laion_clap's ``get_audio_embedding_from_*`` do.
 """
 
 from __future__ import annotations
@@ -25,6 +28,14 @@ from cmcr.spaces.base import Preprocessor, TransformersSpace
 from cmcr.spaces.clip import TextPreprocessor
 
 CLAP_TEXT_LENGTH = 77  # LAION-CLAP tokenises with max_length=77
+LAION_INT16_AUDIO = "laion_int16_audio"  # config.json key: round waveforms to 16 bits first
+
+
+def int16_round_trip(samples: np.ndarray) -> np.ndarray:
+    """laion_clap's ``int16_to_float32(float32_to_int16(x))``: clip to [-1, 1], scale by 32767,
+    truncate to int16, divide by 32767 (in float64, then float32, as numpy does there)."""
+    clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+    return ((clipped * np.float32(32767.0)).astype(np.int16) / 32767.0).astype(np.float32)
 
 
 def centred_mel_fusion(extractor: Any, mel: np.ndarray, total_frames: int,
@@ -49,9 +60,10 @@ def centre_crop(samples: np.ndarray, length: int) -> np.ndarray:
 class ClapAudioPreprocessor(Preprocessor):
     """Audio files / waveforms -> ``input_features`` and ``is_longer``, deterministically."""
 
-    def __init__(self, feature_extractor: Any, fused: bool):
+    def __init__(self, feature_extractor: Any, fused: bool, int16_audio: bool = False):
         self.feature_extractor = feature_extractor
         self.fused = fused
+        self.int16_audio = int16_audio
 
     @property
     def sample_rate(self) -> int:
@@ -101,6 +113,8 @@ class ClapAudioPreprocessor(Preprocessor):
             del extractor._random_mel_fusion
 
     def collate(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+        if self.int16_audio:
+            items = [int16_round_trip(samples) for samples in items]
         features = np.stack([self.features(samples) for samples in items]).astype(np.float32)
         longer = [[self.is_longer(samples)] for samples in items]
         return {"input_features": torch.from_numpy(features),
@@ -129,7 +143,8 @@ class ClapSpace(TransformersSpace):
     def preprocessor(self, modality: str) -> Preprocessor:
         modality = self.check_modality(modality)
         if modality == "audio":
-            return ClapAudioPreprocessor(self.processor.feature_extractor, self.fused)
+            return ClapAudioPreprocessor(self.processor.feature_extractor, self.fused,
+                                         bool(getattr(self.config, LAION_INT16_AUDIO, False)))
         max_length = min(CLAP_TEXT_LENGTH, int(self.config.text_config.max_position_embeddings) - 2)
         return TextPreprocessor(self.processor.tokenizer, max_length)
 
