@@ -4,6 +4,7 @@ and `cmcr serve` running as its own process on 127.0.0.1. Registered as a pytest
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -78,20 +80,83 @@ def search_world(tmp_path_factory, tiny_clip_dir, tiny_clap_dir) -> dict[str, Pa
             "index": root / "index", **{name: root / name for *_, name in embeds}}
 
 
+GAP_CONCEPTS = ["dog", "bell", "rain", "siren"]
+GAP_ITEMS = 24  # per modality: more than a page of 20, so "everything" has to choose
+
+
+def gap_model(directory: Path, gap: float = 3.0) -> Path:
+    """A joint model with a modality gap as in the real demo: each projector's output is pushed
+    along its own axis, so rows of one side meet at cosine ~0.95 and across sides at ~0.05."""
+    model = ConnectedModel.from_pretrained(build_joint_model(directory))
+    with torch.no_grad():
+        for axis, name in enumerate(("clip", "clap")):
+            model.projectors[name].net[-1].bias[axis] += gap
+    return model.save_pretrained(directory)
+
+
+def write_gap_media(root: Path) -> tuple[list[Path], list[Path], list[str]]:
+    """GAP_ITEMS pictures, sounds and captions, in turn of each of GAP_CONCEPTS."""
+    root.mkdir(parents=True)
+    pictures, sounds, captions = [], [], []
+    seconds = np.arange(8000) / 16000
+    for number in range(GAP_ITEMS):
+        concept = GAP_CONCEPTS[number % len(GAP_CONCEPTS)]
+        pixels = np.full((40, 40, 3), COLOURS[number % len(COLOURS)], dtype=np.uint8)
+        pixels[number:number + 8, 4:20] = 255
+        pictures.append(root / f"{concept}-{number}.png")
+        Image.fromarray(pixels).save(pictures[-1])
+        tone = 0.3 * np.sin(2 * np.pi * (200 + 60 * number) * seconds)
+        sounds.append(root / f"{concept}-{number}.wav")
+        soundfile.write(sounds[-1], tone.astype(np.float32), 16000)
+        captions.append(f"{CAPTIONS[number % len(CAPTIONS)]} near a {concept} ({number})")
+    return pictures, sounds, captions
+
+
+@pytest.fixture(scope="session")
+def gap_world(tmp_path_factory, tiny_clip_dir, tiny_clap_dir) -> dict[str, Path]:
+    """Images, sounds and texts of several concepts (stores whose metadata give each row's
+    concept as its label) indexed with a model that keeps a modality gap."""
+    from cmcr.spaces import load_space
+    from cmcr.store import write_store
+
+    root = tmp_path_factory.mktemp("gap-world")
+    pictures, sounds, captions = write_gap_media(root / "media")
+    clip, clap = load_space(f"clip:{tiny_clip_dir}"), load_space(f"clap:{tiny_clap_dir}")
+    labels = [GAP_CONCEPTS[n % len(GAP_CONCEPTS)] for n in range(GAP_ITEMS)]
+    for name, space, spec, modality, items in [
+            ("images", clip, f"clip:{tiny_clip_dir}", "image", pictures),
+            ("sounds", clap, f"clap:{tiny_clap_dir}", "audio", sounds),
+            ("texts", clip, f"clip:{tiny_clip_dir}", "text", captions)]:
+        rows = space.embed(modality, [str(item) for item in items]).numpy()
+        metadata = ([{"text": text} for text in captions] if modality == "text" else
+                    [{"source": str(path), "label": label} for path, label in zip(items, labels)])
+        ids = [Path(str(item)).name if modality != "text" else str(n) for n, item in
+               enumerate(items)]
+        write_store(root / name, rows, ids, space=spec, modality=modality, metadata=metadata)
+    model = gap_model(root / "model")
+    assert main(["index", "build", "--model", str(model), "--out", str(root / "index"), "--quiet",
+                 *[arg for name in ("images", "sounds", "texts")
+                   for arg in ("--store", str(root / name))]]) == 0
+    return {"root": root, "media": root / "media", "model": model, "index": root / "index"}
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
+def wait_until_serving(url: str, process: subprocess.Popen, token: str | None = None,
+                       timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"cmcr serve exited with {process.returncode}: "
                                f"{process.stderr.read().decode(errors='replace')[-2000:]}")
         try:
-            with urllib.request.urlopen(f"{url}/api/info", timeout=2) as answer:
+            info = urllib.request.Request(f"{url}/api/info", headers=headers)
+            with urllib.request.urlopen(info, timeout=2) as answer:
                 json.load(answer)
                 return
         except (urllib.error.URLError, ConnectionError, OSError):
@@ -99,18 +164,19 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 120
     raise RuntimeError(f"cmcr serve did not answer at {url} within {timeout:.0f} s")
 
 
-@pytest.fixture(scope="session")
-def live_server(search_world) -> str:
-    """`cmcr serve` in its own process (uploads limited to 1 MB); yields its base URL."""
+@contextlib.contextmanager
+def running_server(index: Path, *options: str, token: str | None = None) -> Iterator[str]:
+    """`cmcr serve INDEX OPTIONS` in its own process on a free port; yields its base URL."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if token is not None:
+        env["CMCR_TOKEN"] = token
     process = subprocess.Popen(
-        [sys.executable, "-m", "cmcr", "serve", str(search_world["index"]), "--port", str(port),
-         "--device", "cpu", "--max-upload-mb", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        [sys.executable, "-m", "cmcr", "serve", str(index), "--port", str(port), "--device", "cpu",
+         *options], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_serving(url, process)
+        wait_until_serving(url, process, token)
         yield url
     finally:
         process.terminate()
@@ -118,3 +184,17 @@ def live_server(search_world) -> str:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def live_server(search_world) -> str:
+    """`cmcr serve` in its own process (uploads limited to 1 MB); yields its base URL."""
+    with running_server(search_world["index"], "--max-upload-mb", "1") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def gap_server(gap_world) -> str:
+    """`cmcr serve` over the gap world's index; yields its base URL."""
+    with running_server(gap_world["index"]) as url:
+        yield url

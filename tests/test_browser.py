@@ -33,17 +33,28 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def page(live_server):
+def browser():
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        tab = browser.new_page(viewport={"width": 1200, "height": 900})
-        tab.goto(live_server)
-        tab.wait_for_function("document.querySelector('#modality').options.length > 1")
-        yield tab
-        browser.close()
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+def open_tab(browser, url: str, **options):
+    """A new tab (its own browser context) showing the page at ``url``, its index info loaded."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, **options)
+    tab = context.new_page()
+    tab.goto(url)
+    tab.wait_for_function("document.querySelector('#modality').options.length > 1")
+    return tab
+
+
+@pytest.fixture(scope="module")
+def page(browser, live_server):
+    return open_tab(browser, live_server)
 
 
 def api(live_server: str, query: str) -> list[dict]:
@@ -150,3 +161,19 @@ def test_a_bad_upload_shows_the_servers_message_and_clears_the_old_results(page,
     page.wait_for_selector("#status.error")
     assert "415" in page.text_content("#status") and "neither an image" in page.text_content("#status")
     assert card_ids(page) == [] and not page.is_visible("#more")
+
+
+def test_a_text_query_under_everything_shows_pictures_and_sounds_in_the_first_20(browser,
+                                                                                gap_server):
+    """On an index whose cross-modal cosines are far below same-modality ones (as in the demo's),
+    "everything" ranks by the calibrated score, which the cards show and draw."""
+    tab = open_tab(browser, gap_server)
+    assert not tab.is_visible("#legend")
+    tab.fill("#query", "a dog barking")
+    tab.press("#query", "Enter")
+    tab.wait_for_function("document.querySelector('#status').textContent.includes('20 results')")
+    shown = tab.locator("#results .result").evaluate_all(
+        "cards => cards.map(c => c.dataset.modality)")
+    assert len(shown) == 20 and {"image", "audio"} <= set(shown)
+    assert tab.text_content("#results .result .score").endswith("σ")
+    assert tab.is_visible("#legend") and "standard deviations" in tab.text_content("#legend")

@@ -289,7 +289,8 @@ def test_a_killed_build_begun_with_other_stores_is_replaced_without_overwrite(tm
     assert len(index) == 40 and index.modalities == ["audio"]
     assert sorted(p.name for p in out.glob("segment-*")) == sorted(
         f"segment-00000.{suffix}" for suffix in ("faiss", "ids.bin", "ids.offsets.npy",
-                                                 "sources.bin", "sources.offsets.npy"))
+                                                 "sources.bin", "sources.offsets.npy",
+                                                 *index.manifest.collections[0].extra_files))
 
 
 def test_a_finished_index_is_still_kept_without_overwrite(built, model, stores, capsys):

@@ -166,7 +166,7 @@ def test_exact_search_matches_brute_force_over_all_collections(tmp_path, joint_m
     joint = np.concatenate([projected(joint_model, "clip", images.to_numpy()),
                             projected(joint_model, "clap", sounds.to_numpy())])
     query = unit_rows(1, 8, 9)[0]
-    found = index.search(vector=query, k=20)
+    found = index.search(vector=query, k=20, rank="cosine")
     expected = np.argsort(-(joint @ query), kind="stable")[:20]
     np.testing.assert_allclose([h.score for h in found], (joint @ query)[expected], atol=1e-5)
     assert set(h.row for h in found) == set(expected.tolist())  # ties may swap places

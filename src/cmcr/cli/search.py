@@ -32,6 +32,7 @@ examples:
   cmcr index build --model runs/clip-clap --store emb/clip_image --store emb/clap_audio --out idx
   cmcr index add idx --store emb/more_audio
   cmcr index info idx
+  cmcr index calibrate old-idx     # an index built before score calibration existed
 """
 
 SEARCH_HELP = """\
@@ -39,6 +40,12 @@ Search an index with a text, an image or an audio file, or a stored row ("more l
 The query goes through the frozen space the index recorded for its modality (override with
 --space NAME=KIND:NAME_OR_PATH) and the model's projector, then the index. Results are best
 first; --modality keeps only rows of one modality (e.g. images for an audio query).
+
+Results of all collections are ranked as one list by a calibrated score: how many standard
+deviations a row's cosine stands above a typical row of its own collection for this query
+(a joint space keeps a modality gap: a text's cosine to the right sound can be 0.05 while
+its cosine to any picture is higher). 'score' is the cosine, 'calib' the calibrated score;
+--rank cosine ranks by cosine instead.
 
 examples:
   cmcr search runs/demo --audio dog.wav --modality image -k 5
@@ -110,6 +117,15 @@ def _register_index(subparsers) -> None:
     add.add_argument("index", help="index directory")
     _add_store_options(add)
     add.set_defaults(run=run_index_add)
+    calibrate = actions.add_parser(
+        "calibrate", help="add score calibration to an index built by an older cmcr",
+        description="Estimate each collection's score calibration (the mean and covariance of its "
+                    "rows, read from the index itself) where it is missing, so results of "
+                    "different collections are ranked as one list. Indexes built by this cmcr "
+                    "have it already.\n\nexample:\n  cmcr index calibrate runs/demo/index",
+        formatter_class=FORMATTER)
+    calibrate.add_argument("index", help="index directory")
+    calibrate.set_defaults(run=run_index_calibrate)
     info = actions.add_parser("info", help="what an index holds")
     info.add_argument("index", help="index directory")
     info.add_argument("--json", action="store_true", help="print JSON")
@@ -142,6 +158,16 @@ def run_index_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_index_calibrate(args: argparse.Namespace) -> int:
+    from cmcr.serve.index import Index
+
+    index = Index.open(args.index)
+    added = index.calibrate()
+    print(f"{index.path}: calibrated {', '.join(added)}" if added
+          else f"{index.path}: every collection is calibrated already")
+    return 0
+
+
 def run_index_info(args: argparse.Namespace) -> int:
     from cmcr.serve.index import Index
 
@@ -156,13 +182,17 @@ def format_info(info: dict[str, Any]) -> str:
              f"{info['disk_bytes'] / 2**20:.1f} MiB on disk",
              f"model {info['model']} (weights sha256 {info['model_digest']}...)"]
     lines += [f"space {name}: {spec}" for name, spec in info["spaces"].items()]
-    header = f"{'collection':<24} {'modality':<9} {'space':<8} {'rows':>10}  index"
+    header = f"{'collection':<24} {'modality':<9} {'space':<8} {'rows':>10}  {'calibrated':<11} index"
     lines += ["", header, "-" * len(header)]
     for c in info["collections"]:
         tuned = (f" ({c['search_parameter']}={c['search_value']}, recall@10 "
                  f"{c['tuned_recall']:.3f})" if c["search_parameter"] else "")
+        calibrated = f"{c['calibration_rows']:,} rows" if c.get("calibration_rows") else "no"
         lines.append(f"{c['name'][:24]:<24} {c['modality']:<9} {c['space']:<8} {c['rows']:>10,}  "
-                     f"{c['factory']}{tuned}")
+                     f"{calibrated:<11} {c['factory']}{tuned}")
+    if not all(c.get("calibration_rows") for c in info["collections"]):
+        lines.append(f"(uncalibrated: results merge by raw cosine; cmcr index calibrate "
+                     f"{info['path']})")
     return "\n".join(lines)
 
 
@@ -179,6 +209,8 @@ def _register_search(subparsers) -> None:
     parser.add_argument("--modality", default=None, help="only rows of this modality")
     parser.add_argument("-k", type=POSITIVE, default=10, help="results (default: 10)")
     parser.add_argument("--offset", type=COUNT, default=0, help="skip this many results (paging)")
+    parser.add_argument("--rank", choices=("auto", "calibrated", "cosine"), default="auto",
+                        help="rank by calibrated score (auto: when the index has it) or cosine")
     parser.add_argument("--space", action="append", default=[], metavar="NAME=KIND:NAME_OR_PATH",
                         help="the frozen space behind a model space, if not the recorded one")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1")
@@ -192,16 +224,20 @@ def run_search(args: argparse.Namespace) -> int:
 
     index = Index.open(args.index, spaces=parse_space_options(args.space), device=args.device)
     results = index.search(text=args.text, image=args.image, audio=args.audio, like=args.like,
-                           modality=args.modality, k=args.k, offset=args.offset)
+                           modality=args.modality, k=args.k, offset=args.offset, rank=args.rank)
     if args.json:
         print(json.dumps({"results": [r.to_json() for r in results]}, indent=2))
         return 0
-    print(f"{'#':>3}  {'score':>6}  {'row':>7}  {'modality':<8}  {'space':<6}  id / source")
+    print(f"{'#':>3}  {'score':>6}  {'calib':>6}  {'row':>7}  {'modality':<8}  {'space':<6}  "
+          "id / source")
     for rank, hit in enumerate(results, start=args.offset + 1):
         shown = hit.text if hit.text else hit.source or ""
         label = hit.id if shown in ("", hit.id) else f"{hit.id}  {shown}"
-        print(f"{rank:>3}  {hit.score:>6.3f}  {hit.row:>7}  {hit.modality:<8}  {hit.space:<6}  "
-              f"{label}")
+        if hit.label:
+            label += f"  [{hit.label}]"
+        calibrated = "-" if hit.calibrated is None else f"{hit.calibrated:.2f}"
+        print(f"{rank:>3}  {hit.score:>6.3f}  {calibrated:>6}  {hit.row:>7}  {hit.modality:<8}  "
+              f"{hit.space:<6}  {label}")
     return 0
 
 

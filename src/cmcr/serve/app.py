@@ -131,8 +131,10 @@ class SearchAPI:
             params.update(await self.form_fields(request))
         k, offset = _int_param(params.get("k"), "k", 10), _int_param(params.get("offset"), "offset", 0)
         modality = params.get("modality") or None
+        rank = params.get("rank") or "auto"
         query, vector, exclude = await self.query_vector(params)
-        hits = await run_in_threadpool(self.index.search_vector, vector, modality, k, offset, exclude)
+        hits = await run_in_threadpool(functools.partial(
+            self.index.search_vector, vector, modality, k, offset, exclude, rank=rank))
         return JSONResponse({"query": query, "k": k, "offset": offset,
                              "took_ms": round(1000 * (time.perf_counter() - began), 1),
                              "results": [result_json(hit) for hit in hits]})

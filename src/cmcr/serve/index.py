@@ -25,22 +25,23 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cmcr.errors import CheckpointError, CmcrError, ConfigError, StoreError
-from cmcr.serve import ann
+from cmcr.serve import ann, ranking
+from cmcr.serve.calibration import CollectionCalibration
 from cmcr.serve.manifest import (INDEX_FILE, Collection, IndexManifest, model_digest,
-                                 read_manifest, remove_segment_files, write_manifest)
+                                 read_manifest, write_manifest)
+from cmcr.serve.ranking import MAX_DEPTH, MAX_K, SearchFilters, check_page
 from cmcr.serve.records import StringTable
-from cmcr.serve.segments import (build_collection, build_segment, check_digests, open_segment,
-                                 open_table, row_source, sample_rows)
+from cmcr.serve.resume import refuse_finished, starting_manifest
+from cmcr.serve.segments import (build_collection, build_segment, calibrate_segment, check_digests,
+                                 open_moments, open_segment, open_table, row_source, sample_rows)
 from cmcr.store import EmbeddingStore, open_store, store_lock
 
-__all__ = ["Index", "StoreSource", "SearchResult", "NotInIndexError", "Collection",
-           "IndexManifest", "INDEX_FILE", "model_digest", "read_manifest", "write_manifest",
-           "build_collection", "build_segment", "row_source", "sample_rows", "check_page",
-           "infer_model_space"]
+__all__ = ["Index", "StoreSource", "SearchResult", "SearchFilters", "NotInIndexError",
+           "Collection", "IndexManifest", "INDEX_FILE", "model_digest", "read_manifest",
+           "write_manifest", "build_collection", "build_segment", "row_source", "sample_rows",
+           "check_page", "infer_model_space", "MAX_K", "MAX_DEPTH"]
 
 MEDIA_MODALITIES = ("image", "audio", "video")
-MAX_K = 1000
-MAX_DEPTH = 10_000  # offset + k
 
 
 class NotInIndexError(CmcrError, KeyError):
@@ -78,7 +79,9 @@ class StoreSource:
 
 @dataclass
 class SearchResult:
-    """One hit: the row, what it is, and its score (cosine in the joint space)."""
+    """One hit: the row, what it is, its cosine in the joint space (``score``) and its
+    calibrated score (standard deviations above its collection's typical cosine for this
+    query; None in an index without calibration), the score results are ranked by."""
 
     row: int
     id: str
@@ -86,18 +89,14 @@ class SearchResult:
     space: str
     collection: str
     score: float
-    source: str | None = None  # media file path (image/audio rows)
+    calibrated: float | None = None
+    source: str | None = None  # media file path as stored (image/audio rows)
     text: str | None = None  # the text (text rows)
+    label: str | None = None  # caption or label from the store's metadata
+    path: str | None = None  # the media file relative to its collection's root folder
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def check_page(k: int, offset: int) -> None:
-    if not 1 <= k <= MAX_K:
-        raise ConfigError(f"k must be between 1 and {MAX_K}, got {k}")
-    if offset < 0 or offset + k > MAX_DEPTH:
-        raise ConfigError(f"offset must be >= 0 and offset + k <= {MAX_DEPTH}, got offset {offset}")
 
 
 class Index:
@@ -116,6 +115,7 @@ class Index:
         self._searchers: dict[str, Any] = {}
         self._direct_maps: set[str] = set()
         self._direct_map_lock = threading.Lock()
+        self._calibrations: dict[str, CollectionCalibration | None] = {}
 
     # -- opening and building --------------------------------------------------------------
     @classmethod
@@ -134,6 +134,11 @@ class Index:
             print(f"cmcr: note: {directory}: its build did not finish ({len(manifest.collections)} "
                   "collection(s) are there); run the same 'cmcr index build' again to finish it",
                   file=sys.stderr)
+        if not index.calibrated and len(manifest.collections) > 1:
+            print(f"cmcr: note: {directory}: built by an older cmcr without score calibration, "
+                  "so results of different collections are merged by raw cosine (a text query's "
+                  "sounds may all rank below its pictures); add it with 'cmcr index calibrate "
+                  f"{directory}'", file=sys.stderr)
         if model is not None:
             index.check_model(model)
         return index
@@ -153,6 +158,9 @@ class Index:
             self._segment(collection)
             self._table(collection, "ids")
             self._table(collection, "sources")
+            if collection.labels:
+                self._table(collection, "labels")
+            self.calibration(collection)
 
     @classmethod
     def build(cls, out: str | Path, model: str | Path, stores: Sequence[StoreSource | str], *,
@@ -164,15 +172,17 @@ class Index:
         from cmcr.model import ConnectedModel
 
         directory = Path(out).expanduser()
-        _refuse_finished(directory, overwrite)  # before loading anything
+        refuse_finished(directory, overwrite)  # before loading anything
         loaded = ConnectedModel.from_pretrained(model)
         sources = [s if isinstance(s, StoreSource) else StoreSource.parse(s) for s in stores]
         fresh = IndexManifest(model=str(Path(model).expanduser().resolve()),
                               model_digest=model_digest(model), dim=loaded.out_dim,
                               complete=False)
         with store_lock(directory):
-            _refuse_finished(directory, overwrite)
-            index = cls(directory, _starting_manifest(directory, fresh, sources, overwrite))
+            refuse_finished(directory, overwrite)
+            begun = starting_manifest(directory, fresh, [s.path for s in sources], overwrite,
+                                      lambda folder, manifest: cls(folder, manifest).verify())
+            index = cls(directory, begun)
             write_manifest(directory, index.manifest)
             index._add_locked(sources[len(index.manifest.collections):], model=loaded,
                               progress=progress, **options)
@@ -316,16 +326,49 @@ class Index:
             self._searchers[collection.segment] = searcher
         return self._searchers[collection.segment]
 
-    def result(self, row: int, score: float) -> SearchResult:
+    def calibration(self, collection: Collection) -> CollectionCalibration | None:
+        """The collection's score calibration (checked when first read), None without one."""
+        if collection.segment not in self._calibrations:
+            moments = open_moments(self.path, collection, self.manifest.dim)
+            self._calibrations[collection.segment] = (
+                None if moments is None else CollectionCalibration(moments))
+        return self._calibrations[collection.segment]
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether every collection has a score calibration (else results merge by cosine)."""
+        return all(c.calibration_rows for c in self.manifest.collections)
+
+    def calibrate(self) -> list[str]:
+        """Add the score calibration to the collections that lack it (indexes built by an older
+        cmcr); returns their names. Holds the index folder's lock."""
+        with store_lock(self.path):
+            self.manifest = read_manifest(self.path)
+            missing = [c for c in self.manifest.collections if not c.calibration_rows]
+            for collection in missing:
+                calibrate_segment(self.path, collection, self.manifest.dim)
+                write_manifest(self.path, self.manifest)
+            self._calibrations.clear()
+        return [c.name for c in missing]
+
+    def result(self, row: int, score: float, calibrated: float | None = None) -> SearchResult:
+        """What row ``row`` is (read from the mapped tables: nothing else is loaded)."""
         collection = self.collection_of(row)
         local = row - collection.start
         item_id = self._table(collection, "ids")[local]
         source = self._table(collection, "sources")[local] or None
+        label = self._table(collection, "labels")[local] if collection.labels else ""
         is_media = collection.modality in MEDIA_MODALITIES
         return SearchResult(row=row, id=item_id, modality=collection.modality,
                             space=collection.space, collection=collection.name, score=score,
-                            source=source if is_media else None,
-                            text=None if is_media else source)
+                            calibrated=calibrated, source=source if is_media else None,
+                            text=None if is_media else source, label=label or None,
+                            path=shown_path(source, collection) if is_media else None)
+
+    def row_path(self, row: int) -> str:
+        """The row's file relative to its collection's root (rows without a file: the id)."""
+        found = self.result(row, 0.0)
+        return found.path or found.id
 
     def vector(self, row: int) -> np.ndarray:
         """The joint-space vector stored for ``row`` (approximate for compressed indexes)."""
@@ -356,60 +399,93 @@ class Index:
     def search(self, *, text: str | None = None, image: str | Path | None = None,
                audio: str | Path | None = None, like: int | None = None,
                vector: Any = None, modality: str | None = None, k: int = 10,
-               offset: int = 0) -> list[SearchResult]:
+               offset: int = 0, rank: str = "auto", **filters: Any) -> list[SearchResult]:
         """The ``k`` rows nearest the query (exactly one of text, image, audio, like, vector),
-        best first, optionally only rows of ``modality``; ``offset`` pages."""
+        best first; ``offset`` pages. Keyword filters (:class:`SearchFilters`): ``modality``,
+        ``collections``, ``path_prefix``, ``min_score``, ``min_calibrated``, ``dedup``.
+        ``rank``: ``auto`` (calibrated when the index has it), ``calibrated`` or ``cosine``."""
         given = {"text": text, "image": image, "audio": audio, "like": like, "vector": vector}
         chosen = [name for name, value in given.items() if value is not None]
         if len(chosen) != 1:
             raise ConfigError(f"give exactly one query (text, image, audio, like or vector), "
                               f"got {chosen or 'none'}")
+        wanted = SearchFilters(modality=modality, **filters)
         if like is not None:
-            return self.search_vector(self.vector(int(like)), modality, k, offset,
-                                      exclude=int(like))
+            return self.search_vector(self.vector(int(like)), k=k, offset=offset,
+                                      exclude=int(like), rank=rank, filters=wanted)
         if vector is not None:
-            return self.search_vector(np.asarray(vector, dtype=np.float32), modality, k, offset)
-        if text is not None:
+            query = np.asarray(vector, dtype=np.float32)
+        elif text is not None:
             query = self.encoder.embed_text(text)
         else:
             query = self.encoder.embed_file(image if image is not None else audio,
                                             "image" if image is not None else "audio")
-        return self.search_vector(query, modality, k, offset)
+        return self.search_vector(query, k=k, offset=offset, rank=rank, filters=wanted)
 
     def search_vector(self, query: np.ndarray, modality: str | None = None, k: int = 10,
-                      offset: int = 0, exclude: int | None = None) -> list[SearchResult]:
-        """Search with a joint-space vector (d,): merged best-first over the collections."""
+                      offset: int = 0, exclude: int | None = None, *, rank: str = "auto",
+                      filters: SearchFilters | None = None) -> list[SearchResult]:
+        """Search with a joint-space vector (d,): the collections' nearest rows ranked as one
+        list (cmcr.serve.ranking), then filtered and paged."""
         check_page(k, offset)
-        query = np.asarray(query, dtype=np.float32).reshape(1, -1)
-        if query.shape[1] != self.manifest.dim:
-            raise ConfigError(f"query has {query.shape[1]} dims; the index holds "
+        filters = filters or SearchFilters(modality=modality)
+        query = self._checked_query(query)
+        collections = self._collections_for(filters)
+        rank = self._rank(rank, collections, filters)
+        searches = [(self._searcher(c), c.start, c.rows, self.calibration(c)) for c in collections]
+        wanted = offset + k
+        depth = wanted + (exclude is not None)
+        while True:
+            candidates = ranking.gather(searches, query, depth, filters)
+            order = ranking.ranked_order(candidates, rank)
+            chosen = ranking.select(candidates, order, filters, wanted, exclude, self.row_path,
+                                    self.vector)
+            if len(chosen) >= wanted or candidates.complete or depth >= ranking.MAX_CANDIDATES:
+                break
+            depth = min(depth * 4, ranking.MAX_CANDIDATES)
+        calibrated = candidates.calibrated
+        return [self.result(int(candidates.rows[p]), float(candidates.scores[p]),
+                            None if calibrated is None else float(calibrated[p]))
+                for p in chosen[offset:]]
+
+    def _checked_query(self, query: Any) -> np.ndarray:
+        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        if query.shape[0] != self.manifest.dim:
+            raise ConfigError(f"query has {query.shape[0]} dims; the index holds "
                               f"{self.manifest.dim}-d joint-space rows")
         if not np.isfinite(query).all():
             raise CheckpointError(
                 f"the query's joint-space vector holds {int((~np.isfinite(query)).sum())} NaN/inf "
-                f"value(s) of {query.shape[1]}: a vector given with NaN/inf, or a model "
+                f"value(s) of {query.shape[0]}: a vector given with NaN/inf, or a model "
                 f"({self.manifest.model}) whose projector gives non-finite outputs")
-        collections = self._collections_for(modality)
-        wanted = offset + k + (exclude is not None)
-        scores, rows = [], []
-        for collection in collections:
-            found_scores, found = self._searcher(collection).search(query, min(wanted, collection.rows))
-            keep = found[0] >= 0
-            scores.append(found_scores[0][keep])
-            rows.append(found[0][keep] + collection.start)
-        merged_scores, merged_rows = np.concatenate(scores), np.concatenate(rows)
-        order = np.argsort(-merged_scores, kind="stable")
-        hits = [(int(merged_rows[i]), float(merged_scores[i])) for i in order
-                if int(merged_rows[i]) != exclude]
-        return [self.result(row, score) for row, score in hits[offset:offset + k]]
+        return query
 
-    def _collections_for(self, modality: str | None) -> list[Collection]:
-        if modality in (None, "", "all", "any"):
-            return list(self.manifest.collections)
-        chosen = [c for c in self.manifest.collections if c.modality == modality]
-        if not chosen:
-            raise ConfigError(f"the index holds no '{modality}' rows; its modalities: "
-                              f"{', '.join(self.modalities) or 'none'}")
+    def _rank(self, rank: str, collections: list[Collection], filters: SearchFilters) -> str:
+        """``calibrated`` or ``cosine``: what the searched collections allow and ``rank`` asks."""
+        if rank not in ranking.RANKS:
+            raise ConfigError(f"rank must be one of {', '.join(ranking.RANKS)}, got {rank!r}")
+        uncalibrated = [c.name for c in collections if not c.calibration_rows]
+        if uncalibrated and (rank == "calibrated" or filters.min_calibrated is not None):
+            raise ConfigError(f"collection(s) {', '.join(uncalibrated)} of {self.path} have no "
+                              f"score calibration; add it with 'cmcr index calibrate {self.path}'")
+        return "cosine" if rank == "cosine" or uncalibrated else "calibrated"
+
+    def _collections_for(self, filters: SearchFilters) -> list[Collection]:
+        chosen = list(self.manifest.collections)
+        if filters.collections:
+            names = {c.name for c in chosen}
+            unknown = [name for name in filters.collections if name not in names]
+            if unknown:
+                raise ConfigError(f"the index has no collection '{unknown[0]}'; its collections: "
+                                  f"{', '.join(sorted(names))}")
+            chosen = [c for c in chosen if c.name in filters.collections]
+        if filters.modality is not None:
+            if filters.modality not in self.modalities:
+                raise ConfigError(f"the index holds no '{filters.modality}' rows; its "
+                                  f"modalities: {', '.join(self.modalities) or 'none'}")
+            chosen = [c for c in chosen if c.modality == filters.modality]
+            if not chosen:
+                raise ConfigError(f"the chosen collections hold no '{filters.modality}' rows")
         return chosen
 
     # -- description -----------------------------------------------------------------------
@@ -422,6 +498,19 @@ class Index:
                 "modalities": self.modalities, "disk_bytes": size,
                 "complete": self.manifest.complete,
                 "collections": [asdict(c) for c in self.manifest.collections]}
+
+
+def shown_path(source: str | None, collection: Collection) -> str | None:
+    """A media row's file as shown: relative to its collection's root folder (its media folder,
+    or the folder holding all its files), else its file name (paths of older indexes)."""
+    if not source:
+        return None
+    path = Path(source)
+    if not path.is_absolute():
+        return source
+    if collection.root and path.is_relative_to(collection.root):
+        return path.relative_to(collection.root).as_posix()
+    return path.name
 
 
 def infer_model_space(model: Any, store: EmbeddingStore) -> str:
@@ -443,63 +532,3 @@ def _projector(model: Any, space: str, modality: str | None) -> Callable[[np.nda
     def project(rows: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(model.project(space, rows, modality).float().cpu().numpy())
     return project
-
-
-def _resolved(path: str) -> str:
-    return str(Path(path).expanduser().resolve())
-
-
-def _refuse_finished(directory: Path, overwrite: bool) -> None:
-    """A build may not replace a finished index (or an unreadable one) without ``overwrite``."""
-    if overwrite or not (directory / INDEX_FILE).exists():
-        return
-    try:
-        manifest = read_manifest(directory)
-    except StoreError as err:
-        raise StoreError(f"{err}; pass --overwrite to replace it") from None
-    if manifest.complete:
-        raise StoreError(f"{directory}: an index is already there; add stores with "
-                         "'cmcr index add', or pass --overwrite to replace it")
-
-
-def _starting_manifest(directory: Path, fresh: IndexManifest, sources: Sequence[StoreSource],
-                       overwrite: bool) -> IndexManifest:
-    """What a build starts from: an unfinished build's manifest, its finished collections kept,
-    when they can be resumed (:func:`_why_not_resumable`); else ``fresh``, after removing what
-    a build wrote there. Called under the folder's lock."""
-    existing = None if overwrite or not (directory / INDEX_FILE).exists() \
-        else read_manifest(directory)
-    why_not = _why_not_resumable(directory, existing, fresh, sources) if existing else "new"
-    if why_not is None:
-        print(f"cmcr: {directory}: resuming an unfinished build ({len(existing.collections)} of "
-              f"{len(sources)} stores were done)", file=sys.stderr)
-        remove_segment_files(directory, keep={c.segment for c in existing.collections})
-        existing.model = fresh.model
-        return existing
-    if existing is not None:
-        print(f"cmcr: {directory}: replacing an unfinished index ({why_not})", file=sys.stderr)
-    _remove_index_files(directory)
-    return fresh
-
-
-def _why_not_resumable(directory: Path, existing: IndexManifest, fresh: IndexManifest,
-                       sources: Sequence[StoreSource]) -> str | None:
-    """None when the unfinished index was begun with the same model, its collections are the
-    first of ``sources`` and its segments are intact; else why it cannot be resumed."""
-    if existing.model_digest != fresh.model_digest or existing.dim != fresh.dim:
-        return "it was begun with another model"
-    stores = [c.store for c in existing.collections]
-    if stores != [_resolved(s.path) for s in sources][:len(stores)]:
-        return "it was begun with other stores"
-    try:
-        Index(directory, existing).verify()
-    except StoreError as err:
-        return f"a finished segment is damaged: {err}"
-    return None
-
-
-def _remove_index_files(directory: Path) -> None:
-    """Delete what a build writes: the segments (listed or half-written) and ``index.json``;
-    never other files in the folder."""
-    remove_segment_files(directory)
-    (directory / INDEX_FILE).unlink(missing_ok=True)

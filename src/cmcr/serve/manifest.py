@@ -25,6 +25,8 @@ FORMAT_NAME = "cmcr-index"
 FORMAT_VERSION = 1
 # A segment's files, by suffix after its stem (the FAISS index, then its two string tables).
 SEGMENT_FILES = ("faiss", "ids.bin", "ids.offsets.npy", "sources.bin", "sources.offsets.npy")
+LABEL_FILES = ("labels.bin", "labels.offsets.npy")  # optional: each row's caption or label
+MOMENTS_FILE = "moments.npy"  # optional: the score calibration (cmcr.serve.calibration)
 SEGMENT_FILE = re.compile(r"^(segment-\d{5})\.")  # what a build writes (and may clean up)
 SEARCH_PARAMETERS = {"nprobe": "IVF", "efSearch": "HNSW"}  # parameter -> the factory it needs
 
@@ -48,6 +50,16 @@ class Collection:
     tuned_recall: float | None = None
     media: str | None = None
     sha256: dict[str, str] | None = None  # SEGMENT_FILES suffix -> digest; None: older index
+    root: str | None = None  # the folder its rows' files are shown relative to
+    labels: bool = False  # it has a labels table (older indexes: none)
+    calibration_rows: int | None = None  # rows its score calibration was estimated on; None: none
+    extra_sha256: dict[str, str] | None = None  # suffix -> digest of its optional files
+
+    @property
+    def extra_files(self) -> tuple[str, ...]:
+        """The suffixes of its optional files: the labels table, the calibration moments."""
+        return (LABEL_FILES if self.labels else ()) + \
+            ((MOMENTS_FILE,) if self.calibration_rows else ())
 
 
 @dataclass
@@ -91,10 +103,10 @@ def segment_path(directory: Path, segment: str, suffix: str) -> Path:
     return directory / f"{segment}.{suffix}"
 
 
-def segment_digests(directory: Path, segment: str) -> dict[str, str]:
+def segment_digests(directory: Path, segment: str,
+                    suffixes: tuple[str, ...] = SEGMENT_FILES) -> dict[str, str]:
     """The sha256 of each of a segment's files (recorded at build time)."""
-    return {suffix: file_sha256(segment_path(directory, segment, suffix))
-            for suffix in SEGMENT_FILES}
+    return {suffix: file_sha256(segment_path(directory, segment, suffix)) for suffix in suffixes}
 
 
 def write_manifest(directory: Path, manifest: IndexManifest) -> None:
@@ -193,7 +205,7 @@ def _collection(entry: Any, number: int, path: Path) -> Collection:
     for key in ("name", "store", "space", "modality", "factory"):
         if not _is_text(getattr(collection, key)):
             raise bad(key, "a non-empty string")
-    for key in ("frozen_space", "media"):
+    for key in ("frozen_space", "media", "root"):
         if not _is_text(getattr(collection, key), optional=True):
             raise bad(key, "a string or null")
     if not isinstance(collection.reason, str):
@@ -205,12 +217,28 @@ def _collection(entry: Any, number: int, path: Path) -> Collection:
     if not _is_count(collection.start):
         raise bad("start", "a whole number")
     _check_search(collection, bad)
-    if collection.sha256 is not None and not (
-            isinstance(collection.sha256, dict) and set(collection.sha256) == set(SEGMENT_FILES)
-            and all(isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
-                    for v in collection.sha256.values())):
+    _check_extras(collection, bad)
+    if collection.sha256 is not None and not _digests(collection.sha256, SEGMENT_FILES):
         raise bad("sha256", f"a sha256 for each of {', '.join(SEGMENT_FILES)}")
     return collection
+
+
+def _digests(value: Any, suffixes: tuple[str, ...]) -> bool:
+    return (isinstance(value, dict) and set(value) == set(suffixes)
+            and all(isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for v in value.values()))
+
+
+def _check_extras(collection: Collection, bad: Any) -> None:
+    """The optional files: labels (true/false), calibration rows (null or positive), and their
+    sha256 (null only in an index whose digests were never recorded)."""
+    if not isinstance(collection.labels, bool):
+        raise bad("labels", "true or false")
+    sampled = collection.calibration_rows
+    if sampled is not None and not (_is_count(sampled) and sampled > 0):
+        raise bad("calibration_rows", "null or a positive integer")
+    expected = collection.extra_files
+    if collection.extra_sha256 is not None and not _digests(collection.extra_sha256, expected):
+        raise bad("extra_sha256", f"a sha256 for each of {', '.join(expected) or 'no file'}")
 
 
 def _check_search(collection: Collection, bad: Any) -> None:

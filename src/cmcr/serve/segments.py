@@ -5,6 +5,7 @@ index's kind, dims and rows, its string tables' rows and UTF-8)."""
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -13,12 +14,17 @@ import numpy as np
 
 from cmcr.errors import ConfigError, StoreError
 from cmcr.serve import ann
-from cmcr.serve.manifest import Collection, file_sha256, segment_digests, segment_path
+from cmcr.serve.calibration import read_moments, segment_moments, write_moments
+from cmcr.serve.manifest import (MOMENTS_FILE, Collection, file_sha256, segment_digests,
+                                 segment_path)
 from cmcr.serve.records import StringTable, StringTableWriter
 from cmcr.store import EmbeddingStore, shown_id
 
 SOURCE_KEYS = ("source", "path", "file", "filepath", "image", "audio")  # metadata naming the file
 TEXT_KEYS = ("text", "caption", "sentence")
+LABEL_KEYS = ("label", "labels", "caption", "title", "concept", "concepts", "class", "category",
+              "tags")  # metadata that says what a row shows (a text row's caption is its text)
+MAX_LABEL_CHARS = 300
 Projector = Callable[[np.ndarray], np.ndarray]
 
 
@@ -31,6 +37,43 @@ def row_source(metadata: dict[str, Any] | None, item_id: str, modality: str) -> 
         if isinstance(value, str) and value:
             return value
     return "" if modality == "text" else item_id
+
+
+def row_label(metadata: dict[str, Any] | None, modality: str) -> str:
+    """A row's caption or label from its store's metadata (a string, or a list joined by
+    commas), at most MAX_LABEL_CHARS characters; "" when it has none."""
+    for key in LABEL_KEYS:
+        if modality == "text" and key in TEXT_KEYS:
+            continue
+        value = (metadata or {}).get(key)
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(str(item) for item in value if isinstance(item, (str, int, float)))
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value):
+            text = " ".join(str(value).split())
+            return text if len(text) <= MAX_LABEL_CHARS else text[:MAX_LABEL_CHARS - 1] + "…"
+    return ""
+
+
+class CommonFolder:
+    """The deepest folder holding every path seen (absolute paths only; else None)."""
+
+    def __init__(self) -> None:
+        self.folder: str | None = None
+        self.valid = True
+
+    def add(self, path: str) -> None:
+        if not self.valid:
+            return
+        if not os.path.isabs(path):
+            self.valid = False
+        elif self.folder is None:
+            self.folder = os.path.dirname(path)
+        elif not path.startswith(self.folder.rstrip(os.sep) + os.sep):
+            self.folder = os.path.commonpath([self.folder, os.path.dirname(path)])
+
+    @property
+    def root(self) -> str | None:
+        return self.folder if self.valid else None
 
 
 def sample_rows(store: EmbeddingStore, count: int, seed: int = 0) -> np.ndarray:
@@ -95,7 +138,20 @@ def build_collection(stem: Path, store: EmbeddingStore, project: Projector, dim:
             print(f"cmcr: {collection.name}: {exact.reason}", file=sys.stderr)
             tuned = build(exact)
     collection.search_value, collection.tuned_recall = tuned
+    calibrate_segment(stem.parent, collection, dim)
     collection.sha256 = segment_digests(stem.parent, stem.name)
+
+
+def calibrate_segment(directory: Path, collection: Collection, dim: int) -> None:
+    """Estimate the collection's score calibration from its built segment (cmcr.serve.calibration)
+    and record it, with the sha256 of its optional files, in ``collection``."""
+    index = ann.read_index(segment_path(directory, collection.segment, "faiss"),
+                           collection.factory)
+    moments, sampled = segment_moments(index)
+    write_moments(segment_path(directory, collection.segment, MOMENTS_FILE), moments)
+    collection.calibration_rows = sampled
+    collection.extra_sha256 = segment_digests(directory, collection.segment,
+                                              collection.extra_files)
 
 
 def build_segment(stem: Path, store: EmbeddingStore, project: Projector,
@@ -114,7 +170,9 @@ def build_segment(stem: Path, store: EmbeddingStore, project: Projector,
     truth = None
     if plan.search_parameter:
         truth = ann.ExactTopK(ann.perturbed_queries(sample(ann.TUNING_QUERIES, 1)), ann.TUNING_K)
-    ids, sources = StringTableWriter(Path(f"{stem}.ids")), StringTableWriter(Path(f"{stem}.sources"))
+    ids, sources, labels = (StringTableWriter(Path(f"{stem}.{kind}"))
+                            for kind in ("ids", "sources", "labels"))
+    folder = CommonFolder()
     bar = tqdm(total=len(store), unit="row", disable=not progress, dynamic_ncols=True,
                desc=f"index {collection.name} ({collection.modality} via {collection.space}, "
                     f"{plan.factory})")
@@ -130,11 +188,13 @@ def build_segment(stem: Path, store: EmbeddingStore, project: Projector,
             if truth is not None:
                 truth.update(start, joint)
             ids.extend(row_ids)
-            sources.extend(row_source(m, i, collection.modality)
-                           for m, i in zip(metadata or [None] * len(row_ids), row_ids))
+            write_row_records(sources, labels, folder, metadata or [None] * len(row_ids),
+                              row_ids, collection.modality)
             bar.update(len(rows))
-    ids.close()
-    sources.close()
+    for table in (ids, sources, labels):
+        table.close()
+    collection.labels = True
+    collection.root = collection.media or (folder.root if collection.modality != "text" else None)
     tuned = ann.tune_search(index, plan, truth, target_recall) if truth else (None, None)
     if ann.scans_most_lists(plan, tuned[0]):
         collection.reason += (f"; nprobe={tuned[0]} of {plan.lists} lists was needed for the "
@@ -144,10 +204,23 @@ def build_segment(stem: Path, store: EmbeddingStore, project: Projector,
     return tuned
 
 
+def write_row_records(sources: StringTableWriter, labels: StringTableWriter, folder: CommonFolder,
+                      metadata: list[dict[str, Any] | None], row_ids: list[str],
+                      modality: str) -> None:
+    """A chunk's sources (files or texts) and labels, and its files' common folder."""
+    shown = [row_source(m, i, modality) for m, i in zip(metadata, row_ids)]
+    sources.extend(shown)
+    labels.extend(row_label(m, modality) for m in metadata)
+    if modality != "text":
+        for source in shown:
+            folder.add(source)
+
+
 # -- checking a built segment ---------------------------------------------------------------------
 def check_digests(directory: Path, collection: Collection, manifest: Path) -> None:
     """Refuse a segment file whose sha256 is not the one recorded at build time."""
-    for suffix, recorded in (collection.sha256 or {}).items():
+    recorded_digests = {**(collection.sha256 or {}), **(collection.extra_sha256 or {})}
+    for suffix, recorded in recorded_digests.items():
         path = segment_path(directory, collection.segment, suffix)
         try:
             found = file_sha256(path)
@@ -207,3 +280,10 @@ def open_table(directory: Path, collection: Collection, kind: str) -> StringTabl
         raise StoreError(f"{stem}.bin: not valid UTF-8 ({err.reason}): the table is damaged; "
                          "rebuild the index") from None
     return table
+
+
+def open_moments(directory: Path, collection: Collection, dim: int) -> np.ndarray | None:
+    """The collection's calibration moments (checked), or None when it has no calibration."""
+    if not collection.calibration_rows:
+        return None
+    return read_moments(segment_path(directory, collection.segment, MOMENTS_FILE), dim)

@@ -78,6 +78,7 @@ async function search(query, append = false) {
   const shown = $("results").children.length;
   const filter = $("modality").value ? ` among ${$("modality").value} rows` : "";
   $("status").textContent = `${shown} results for ${query.label}${filter} · ${answer.took_ms} ms`;
+  $("legend").hidden = shown === 0;
   $("more").hidden = answer.results.length < Number($("k").value);
 }
 
@@ -85,6 +86,7 @@ function failed(message) {
   // a failed search leaves no results of an earlier one under its message
   $("results").replaceChildren();
   $("more").hidden = true;
+  $("legend").hidden = true;
   showError(message);
 }
 
@@ -100,14 +102,32 @@ function preview(hit) {
   return el("blockquote", { text: hit.text || hit.id });
 }
 
+// The bar is full at FULL_BAR_SIGMA standard deviations above the collection's typical row.
+const FULL_BAR_SIGMA = 4;
+
+function scoreText(hit) {
+  return hit.calibrated === null || hit.calibrated === undefined
+    ? hit.score.toFixed(3) : `${hit.calibrated.toFixed(1)}σ`;
+}
+
+function scoreMeaning(hit) {
+  const cosine = `cosine ${hit.score.toFixed(3)} in the joint space`;
+  if (hit.calibrated === null || hit.calibrated === undefined) return cosine;
+  return `${hit.calibrated.toFixed(2)} standard deviations above a typical ${hit.modality} row ` +
+         `of “${hit.collection}” for this query (${cosine})`;
+}
+
 function card(hit) {
-  const score = Math.max(0, Math.min(1, hit.score));
+  const fill = hit.calibrated === null || hit.calibrated === undefined
+    ? hit.score : hit.calibrated / FULL_BAR_SIGMA;
+  const width = (100 * Math.max(0, Math.min(1, fill))).toFixed(1);
   const node = el("article", { class: "result", "data-id": hit.id, "data-row": hit.row,
                                 "data-modality": hit.modality, title: "click: more like this" }, [
     preview(hit),
     el("div", { class: "meta" }, [el("span", { class: `badge ${hit.modality}`, text: hit.modality }),
-                                  el("span", { class: "score", text: hit.score.toFixed(3) })]),
-    el("div", { class: "bar" }, [el("i", { style: `width:${(100 * score).toFixed(1)}%` })]),
+                                  el("span", { class: "score", text: scoreText(hit),
+                                               title: scoreMeaning(hit) })]),
+    el("div", { class: "bar", title: scoreMeaning(hit) }, [el("i", { style: `width:${width}%` })]),
     el("div", { class: "id", text: hit.id }),
   ]);
   node.addEventListener("click", (event) => {
