@@ -177,3 +177,20 @@ def test_a_text_query_under_everything_shows_pictures_and_sounds_in_the_first_20
     assert len(shown) == 20 and {"image", "audio"} <= set(shown)
     assert tab.text_content("#results .result .score").endswith("σ")
     assert tab.is_visible("#legend") and "standard deviations" in tab.text_content("#legend")
+
+
+def test_an_audio_result_shows_a_spectrogram_its_label_its_file_and_duration(browser, gap_server):
+    tab = open_tab(browser, gap_server)
+    tab.select_option("#modality", "audio")
+    tab.fill("#query", "a siren passing")
+    tab.press("#query", "Enter")
+    tab.wait_for_function("document.querySelector('#status').textContent.includes('results for')")
+    first = tab.locator("#results .result").first
+    spectrogram = first.locator("img.spectrogram")
+    assert spectrogram.is_visible()
+    tab.wait_for_function("img => img.complete && img.naturalWidth === 256",
+                          arg=spectrogram.element_handle())
+    label = first.locator(".label")
+    assert label.is_visible() and label.text_content() in ("dog", "bell", "rain", "siren")
+    assert first.locator(".name").text_content().endswith(".wav")
+    assert first.locator(".duration").text_content() == "0.5 s"

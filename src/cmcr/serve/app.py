@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import io
-import mimetypes
 import socket
 import time
 import traceback
@@ -31,19 +29,14 @@ from starlette.staticfiles import StaticFiles
 
 from cmcr.errors import CmcrError, InputError
 from cmcr.serve.index import Index, NotInIndexError
-from cmcr.serve.query import (AUDIO_FORMATS, IMAGE_FORMATS, UploadLimitError, UploadLimits,
-                              UploadTypeError)
+from cmcr.serve.media import (SERVED_FOR, allowed_media_path, check_thumbnail_size, duration,
+                              sniff_media, spectrogram, thumbnail)
+from cmcr.serve.query import UploadLimitError, UploadLimits, UploadTypeError
 
 STATIC_DIR = Path(__file__).parent / "static"
-MAX_THUMBNAIL = 1024
 UPLOADS_PER_WORKER = 8  # uploads held at once (decoding or waiting) per decode thread; then 503
 MAX_ROW_DIGITS = 18
-AUDIO_MEDIA_TYPES = {"WAV": "audio/x-wav", "FLAC": "audio/flac", "OGG": "audio/ogg",
-                     "MP3": "audio/mpeg", "AIFF": "audio/aiff"}
-VIDEO_MAGIC = ((4, b"ftypqt", "video/quicktime"), (4, b"ftyp", "video/mp4"),
-               (0, b"\x1aE\xdf\xa3", "video/webm"), (8, b"AVI ", "video/x-msvideo"))
-SERVED_FOR = {"image": ("image/", "video/"), "audio": ("audio/", "video/"),  # a row's modality
-              "video": ("video/",)}                                          # -> types it may be
+THUMBNAIL_PIXELS = 256  # the thumbnails the page shows (thumb_url)
 
 
 class BodyLimit:
@@ -82,11 +75,6 @@ class UploadTooLarge(Exception):
     """A streamed request body passed the limit (answered 413 by the app's handler)."""
 
 
-def result_json(hit: Any) -> dict[str, Any]:
-    """A search hit as the API returns it (``media_url`` only for rows with a media file)."""
-    found = hit.to_json()
-    found["media_url"] = f"/media/{hit.row}" if hit.source is not None else None
-    return found
 
 
 def _int_param(value: Any, name: str, default: int) -> int:
@@ -137,7 +125,7 @@ class SearchAPI:
             self.index.search_vector, vector, modality, k, offset, exclude, rank=rank))
         return JSONResponse({"query": query, "k": k, "offset": offset,
                              "took_ms": round(1000 * (time.perf_counter() - began), 1),
-                             "results": [result_json(hit) for hit in hits]})
+                             "results": [self.result_json(hit) for hit in hits]})
 
     async def query_vector(self, params: dict[str, Any]) -> tuple[dict[str, Any], Any, int | None]:
         """(what the query was, its joint-space vector, a row to leave out of the results)."""
@@ -151,7 +139,7 @@ class SearchAPI:
         if given == ["like"]:
             row = _int_param(params["like"], "like", 0)
             vector = await run_in_threadpool(self.index.vector, row)
-            return {"kind": "row", **result_json(self.index.result(row, 1.0))}, vector, row
+            return {"kind": "row", **self.result_json(self.index.result(row, 1.0))}, vector, row
         upload = params["file"]
         if not hasattr(upload, "read"):
             raise InputError("'file' must be an uploaded file (multipart/form-data)")
@@ -184,20 +172,41 @@ class SearchAPI:
         form = await request.form(max_files=1, max_fields=8)
         return dict(form.items())
 
+    def result_json(self, hit: Any) -> dict[str, Any]:
+        """A search hit as the API returns it: ``media_url`` and ``thumb_url`` (an image's
+        thumbnail, an audio file's spectrogram) for rows with a media file, audio ``duration``."""
+        found = hit.to_json()
+        found["media_url"] = found["thumb_url"] = found["duration"] = None
+        if hit.source is None:
+            return found
+        found["media_url"] = f"/media/{hit.row}"
+        kind = "spectrogram" if hit.modality == "audio" else "thumb"
+        found["thumb_url"] = f"/media/{hit.row}?{kind}={THUMBNAIL_PIXELS}"
+        if hit.modality == "audio":
+            path = allowed_media_path(hit.source, self.index.collection_of(hit.row).media)
+            found["duration"] = duration(str(path)) if path is not None else None
+        return found
+
     async def media(self, request: Request) -> Response:
-        """A row's file; ``?thumb=PX`` gives an image row as a JPEG at most PX wide and high."""
+        """A row's file; ``?thumb=PX`` gives an image row as a JPEG at most PX wide and high,
+        ``?spectrogram=PX`` an audio row's spectrogram, PX wide and PX / 2 high."""
         row = _row_param(request.path_params["row"])
+        kinds = [kind for kind in ("thumb", "spectrogram") if kind in request.query_params]
         size = None
-        if "thumb" in request.query_params:
-            size = _int_param(request.query_params["thumb"], "thumb", 0)
-            if not 16 <= size <= MAX_THUMBNAIL:
-                raise InputError(f"thumb must be between 16 and {MAX_THUMBNAIL} pixels, got {size}")
+        if kinds:
+            size = check_thumbnail_size(
+                _int_param(request.query_params[kinds[0]], kinds[0], 0), kinds[0])
         path, media_type = await run_in_threadpool(self.media_file, row)
         if size is None:
             return FileResponse(path, media_type=media_type)
-        if not media_type.startswith(("image/", "video/")):
-            raise InputError(f"thumb=PX is for image rows; row {row}'s file is {media_type}")
-        data = await run_in_threadpool(thumbnail, str(path), size)
+        if kinds[0] == "thumb" and not media_type.startswith(("image/", "video/")):
+            raise InputError(f"thumb=PX is for image rows; row {row}'s file is {media_type} "
+                             "(spectrogram=PX draws audio)")
+        if kinds[0] == "spectrogram" and not media_type.startswith("audio/"):
+            raise InputError(f"spectrogram=PX is for audio rows; row {row}'s file is {media_type}")
+        draw = (functools.partial(thumbnail, str(path), size) if kinds[0] == "thumb" else
+                functools.partial(spectrogram, str(path), size, self.limits))
+        data = await run_in_threadpool(draw)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     def media_file(self, row: int) -> tuple[Path, str]:
@@ -252,74 +261,6 @@ def _row_param(text: str) -> int:
     if len(text) > MAX_ROW_DIGITS:
         raise NotInIndexError(f"row {text[:12]}... ({len(text):,} digits) is not in the index")
     return int(text)
-
-
-def allowed_media_path(source: str, media: str | None) -> Path | None:
-    """The regular file ``source`` names, or None: with a media folder, it must resolve (links
-    followed) inside it, absolute paths included; without one, only absolute paths are served."""
-    try:
-        if media is None:
-            path = Path(source)
-            if not path.is_absolute():
-                return None
-        else:
-            folder = Path(media).resolve()
-            path = (folder / source).resolve()
-            if not path.is_relative_to(folder):
-                return None
-        return path if path.is_file() else None
-    except (OSError, ValueError, RuntimeError):  # a name too long, a NUL byte, a link loop
-        return None
-
-
-def sniff_media(path: Path) -> str | None:
-    """A file's media type from its content (video magic bytes, PIL, libsndfile), or None."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(16)
-    except OSError:
-        return None
-    for offset, magic, media_type in VIDEO_MAGIC:
-        if head[offset:offset + len(magic)] == magic:
-            guessed = mimetypes.guess_type(path.name)[0] or ""
-            return guessed if guessed.startswith("video/") else media_type
-    return _image_media_type(path) or _audio_media_type(path)
-
-
-def _image_media_type(path: Path) -> str | None:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            file_format = image.format
-    except Image.DecompressionBombError:  # an image, too large for PIL to open: sent as it is
-        guessed = mimetypes.guess_type(path.name)[0] or ""
-        return guessed if guessed.startswith("image/") else None
-    except (OSError, ValueError, SyntaxError):
-        return None
-    return Image.MIME.get(file_format) if file_format in IMAGE_FORMATS else None
-
-
-def _audio_media_type(path: Path) -> str | None:
-    import soundfile
-
-    try:
-        file_format = soundfile.info(str(path)).format
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
-        return None
-    return AUDIO_MEDIA_TYPES.get(file_format) if file_format in AUDIO_FORMATS else None
-
-
-@functools.lru_cache(maxsize=1024)
-def thumbnail(path: str, size: int) -> bytes:
-    """An image file as a JPEG at most ``size`` pixels wide and high (decoded by cmcr's protocol)."""
-    from cmcr.processing import load_image
-
-    image = load_image(path)
-    image.thumbnail((size, size))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
 
 
 def create_app(index: Index, max_upload_bytes: int = 20_000_000,

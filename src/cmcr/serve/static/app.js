@@ -90,16 +90,39 @@ function failed(message) {
   showError(message);
 }
 
+function fileName(hit) {
+  const path = hit.path || hit.id;
+  return path.split("/").pop();
+}
+
+function seconds(value) {
+  return value < 60 ? `${value.toFixed(1)} s`
+                    : `${Math.floor(value / 60)}:${String(Math.round(value % 60)).padStart(2, "0")}`;
+}
+
 function preview(hit) {
   if (hit.modality === "image" && hit.media_url) {
-    return el("img", { src: `${hit.media_url}?thumb=256`, alt: hit.id, loading: "lazy" });
+    return el("img", { src: hit.thumb_url, alt: hit.label || fileName(hit), loading: "lazy" });
   }
   if (hit.modality === "audio" && hit.media_url) {
-    const box = el("div", {}, [el("div", { class: "sound", text: "♪" })]);
-    box.append(el("audio", { controls: "", preload: "none", src: hit.media_url }));
+    const box = el("div", { class: "sound" }, [
+      el("img", { class: "spectrogram", src: hit.thumb_url, loading: "lazy",
+                  alt: `spectrogram of ${hit.label || fileName(hit)}` })]);
+    if (hit.duration) box.append(el("span", { class: "duration", text: seconds(hit.duration) }));
+    box.append(el("audio", { controls: "", preload: "none", src: hit.media_url,
+                             "aria-label": `play ${fileName(hit)}` }));
     return box;
   }
   return el("blockquote", { text: hit.text || hit.id });
+}
+
+function describe(hit) {
+  // what the row is: its caption or label, then its file (full path on hover)
+  const lines = [];
+  if (hit.label) lines.push(el("div", { class: "label", text: hit.label }));
+  if (hit.media_url) lines.push(el("div", { class: "name", text: fileName(hit), title: hit.path || hit.id }));
+  else lines.push(el("div", { class: "name", text: `${hit.collection} · ${hit.id}` }));
+  return lines;
 }
 
 // The bar is full at FULL_BAR_SIGMA standard deviations above the collection's typical row.
@@ -128,7 +151,7 @@ function card(hit) {
                                   el("span", { class: "score", text: scoreText(hit),
                                                title: scoreMeaning(hit) })]),
     el("div", { class: "bar", title: scoreMeaning(hit) }, [el("i", { style: `width:${width}%` })]),
-    el("div", { class: "id", text: hit.id }),
+    ...describe(hit),
   ]);
   node.addEventListener("click", (event) => {
     if (event.target.tagName === "AUDIO") return;  // playing is not searching
