@@ -194,3 +194,51 @@ def test_an_audio_result_shows_a_spectrogram_its_label_its_file_and_duration(bro
     assert label.is_visible() and label.text_content() in ("dog", "bell", "rain", "siren")
     assert first.locator(".name").text_content().endswith(".wav")
     assert first.locator(".duration").text_content() == "0.5 s"
+
+
+def test_the_page_works_from_the_keyboard_alone_with_visible_focus(browser, live_server):
+    tab = open_tab(browser, live_server)
+    tab.keyboard.press("Tab")
+    assert tab.evaluate("document.activeElement.id") == "query"
+    tab.keyboard.type("a red square")
+    tab.keyboard.press("Enter")
+    tab.wait_for_function("document.querySelector('#status').textContent.includes('results for “a red')")
+    for _ in range(12):  # past the filters, the button, the drop zone and the export buttons
+        tab.keyboard.press("Tab")
+        if tab.evaluate("document.activeElement.classList.contains('result')"):
+            break
+    else:
+        raise AssertionError("Tab never reached a result; focus is on "
+                             + tab.evaluate("document.activeElement.outerHTML.slice(0, 80)"))
+    outline = tab.evaluate("(s => [s.outlineStyle, s.outlineWidth])"
+                           "(getComputedStyle(document.activeElement))")
+    assert outline[0] != "none" and outline[1] != "0px", outline
+    row = tab.evaluate("document.activeElement.dataset.row")
+    tab.keyboard.press("Enter")
+    tab.wait_for_function("document.querySelector('#status').textContent.includes('results for more')")
+    assert card_ids(tab) == [r["id"] for r in api(live_server, f"like={row}&k=20")]
+
+
+def test_results_export_as_json_and_csv(browser, gap_server):
+    import csv
+    import io
+
+    tab = open_tab(browser, gap_server)
+    assert not tab.is_visible("#export")
+    tab.fill("#query", "rain on a roof")
+    tab.press("#query", "Enter")
+    tab.wait_for_function("document.querySelector('#status').textContent.includes('20 results')")
+    with tab.expect_download() as downloaded:
+        tab.click("#export-json")
+    assert downloaded.value.suggested_filename == "cmcr-results.json"
+    exported = json.loads(open(downloaded.value.path(), encoding="utf-8").read())
+    assert exported["text"] == "rain on a roof" and exported["modality"] == "everything"
+    assert [r["id"] for r in exported["results"]] == card_ids(tab)
+    assert [r["rank"] for r in exported["results"]] == list(range(1, 21))
+    assert {"score", "calibrated", "label", "path", "modality"} <= set(exported["results"][0])
+    with tab.expect_download() as downloaded:
+        tab.click("#export-csv")
+    rows = list(csv.DictReader(io.StringIO(open(downloaded.value.path(), encoding="utf-8").read())))
+    assert [r["id"] for r in rows] == card_ids(tab)
+    assert {r["label"] for r in rows if r["modality"] == "audio"} <= {"dog", "bell", "rain", "siren"}
+    assert any(r["text"].startswith("rain on a roof") for r in rows)  # texts with commas survive

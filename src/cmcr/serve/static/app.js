@@ -4,7 +4,8 @@
 const $ = (id) => document.getElementById(id);
 // query: {kind: "text"|"file"|"like", value, label}; ticket numbers searches so that only the
 // latest one may draw (a slow upload answered after a newer text query must not replace it).
-const state = { query: null, offset: 0, ticket: 0, controller: null };
+// results: the hits shown now, as the API gave them (what the export buttons write).
+const state = { query: null, offset: 0, ticket: 0, controller: null, results: [] };
 
 function el(tag, attrs = {}, children = []) {
   const node = document.createElement(tag);
@@ -73,20 +74,27 @@ async function search(query, append = false) {
     if (ticket !== state.ticket) return;
     return failed(`the server did not answer: ${error}`);
   }
-  if (!append) $("results").replaceChildren();
+  if (!append) {
+    $("results").replaceChildren();
+    state.results = [];
+  }
   for (const hit of answer.results) $("results").append(card(hit));
+  state.results.push(...answer.results);
   const shown = $("results").children.length;
   const filter = $("modality").value ? ` among ${$("modality").value} rows` : "";
   $("status").textContent = `${shown} results for ${query.label}${filter} · ${answer.took_ms} ms`;
   $("legend").hidden = shown === 0;
+  $("export").hidden = shown === 0;
   $("more").hidden = answer.results.length < Number($("k").value);
 }
 
 function failed(message) {
   // a failed search leaves no results of an earlier one under its message
   $("results").replaceChildren();
+  state.results = [];
   $("more").hidden = true;
   $("legend").hidden = true;
+  $("export").hidden = true;
   showError(message);
 }
 
@@ -144,8 +152,11 @@ function card(hit) {
   const fill = hit.calibrated === null || hit.calibrated === undefined
     ? hit.score : hit.calibrated / FULL_BAR_SIGMA;
   const width = (100 * Math.max(0, Math.min(1, fill))).toFixed(1);
+  const more = `more like ${hit.modality} “${hit.id}”`;
   const node = el("article", { class: "result", "data-id": hit.id, "data-row": hit.row,
-                                "data-modality": hit.modality, title: "click: more like this" }, [
+                                "data-modality": hit.modality, tabindex: "0",
+                                "aria-label": `${hit.label || fileName(hit)}: Enter searches ${more}`,
+                                title: "click or Enter: more like this" }, [
     preview(hit),
     el("div", { class: "meta" }, [el("span", { class: `badge ${hit.modality}`, text: hit.modality }),
                                   el("span", { class: "score", text: scoreText(hit),
@@ -153,12 +164,53 @@ function card(hit) {
     el("div", { class: "bar", title: scoreMeaning(hit) }, [el("i", { style: `width:${width}%` })]),
     ...describe(hit),
   ]);
-  node.addEventListener("click", (event) => {
-    if (event.target.tagName === "AUDIO") return;  // playing is not searching
+  const searchLike = () => {
     showQuery(hit);
-    search({ kind: "like", value: hit.row, label: `more like ${hit.modality} “${hit.id}”` });
+    search({ kind: "like", value: hit.row, label: more });
+  };
+  node.addEventListener("click", (event) => {
+    if (event.target.tagName !== "AUDIO") searchLike();  // playing is not searching
+  });
+  node.addEventListener("keydown", (event) => {
+    if (event.target === node && (event.key === "Enter" || event.key === " ")) {
+      event.preventDefault();
+      searchLike();
+    }
   });
   return node;
+}
+
+// -- export: the results shown, as JSON (what the API gave) or CSV (one row a result) ----------
+const CSV_COLUMNS = ["rank", "row", "id", "modality", "collection", "label", "path", "text",
+                     "score", "calibrated", "duration"];
+
+function csvCell(value) {
+  if (value === null || value === undefined) return "";
+  let text = String(value);
+  if (typeof value === "string" && /^[=+\-@\t\r]/.test(text)) text = `'${text}`;  // no formulas
+  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+}
+
+function exported(format) {
+  const rows = state.results.map((hit, index) => ({ rank: index + 1, ...hit }));
+  if (format === "json") {
+    const query = state.query && state.query.kind !== "file" ? state.query.value : null;
+    return JSON.stringify({ query: state.query && state.query.label, text: query,
+                            modality: $("modality").value || "everything", results: rows }, null, 2);
+  }
+  const lines = [CSV_COLUMNS.join(",")];
+  for (const row of rows) lines.push(CSV_COLUMNS.map((column) => csvCell(row[column])).join(","));
+  return lines.join("\r\n") + "\r\n";
+}
+
+function download(format) {
+  const type = format === "json" ? "application/json" : "text/csv";
+  const url = URL.createObjectURL(new Blob([exported(format)], { type }));
+  const link = el("a", { href: url, download: `cmcr-results.${format}` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
 function showQuery(source) {
@@ -196,7 +248,14 @@ $("more").addEventListener("click", () => state.query && search(state.query, tru
 
 const zone = $("drop-zone");
 zone.addEventListener("click", () => $("file").click());
-zone.addEventListener("keydown", (event) => event.key === "Enter" && $("file").click());
+zone.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" || event.key === " ") {
+    event.preventDefault();
+    $("file").click();
+  }
+});
+$("export-json").addEventListener("click", () => download("json"));
+$("export-csv").addEventListener("click", () => download("csv"));
 $("file").addEventListener("change", () => searchFile($("file").files[0]));
 for (const name of ["dragenter", "dragover"]) {
   zone.addEventListener(name, (event) => { event.preventDefault(); zone.classList.add("over"); });
