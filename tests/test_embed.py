@@ -179,3 +179,24 @@ def test_resuming_with_changed_inputs_is_refused_with_what_changed(clip, image_d
     summary = embed_items(clip, "image", collect_inputs(inputs, "image"), tmp_path / "out",
                           overwrite=True, **options)
     assert summary.rows == 11 and "img00b.jpg" in open_store(tmp_path / "out").ids
+
+
+def test_stores_record_the_space_as_named_and_its_weights_sha256(tmp_path, monkeypatch):
+    """`clip:toy` stays `clip:toy` (the store moves with the project and loads wherever cmcr is
+    installed); a local folder is recorded absolute; the weights' sha256 sits beside it."""
+    import hashlib
+
+    from cmcr.spaces import load_space
+    from cmcr.world.toy_spaces import packaged_space_dir
+
+    (tmp_path / "texts.txt").write_text("a drum\na kettle\n", encoding="utf-8")
+    assert main(["embed", "--space", "clip:toy", "--modality", "text", "--input",
+                 str(tmp_path / "texts.txt"), "--out", str(tmp_path / "store"), "--quiet",
+                 "--device", "cpu"]) == 0
+    manifest = json.loads((tmp_path / "store" / "store.json").read_text())
+    weights = packaged_space_dir("clip") / "model.safetensors"
+    assert manifest["space"] == "clip:toy"
+    assert manifest["space_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    monkeypatch.chdir(packaged_space_dir("clip").parent)
+    assert load_space("clip:toy-clip").name == f"clip:{packaged_space_dir('clip').resolve()}"
+    assert load_space("clip:openai/clip-vit-base-patch32").name == "clip:openai/clip-vit-base-patch32"

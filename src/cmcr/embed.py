@@ -311,9 +311,11 @@ def _embed_locked(space: Space, modality: str, items: Sequence[InputItem], out: 
                   label: str | None, batches: BatchSource | None = None) -> EmbedSummary:
     from tqdm.auto import tqdm
 
+    from cmcr.spaces.registry import weights_sha256
+
     writer = StoreWriter(out, dim=space.dim, space=space.name, modality=modality,
                          dtype=store_dtype, normalized=True, shard_rows=shard_rows,
-                         overwrite=overwrite)
+                         overwrite=overwrite, space_sha256=weights_sha256(space.name))
     if writer.num_rows:
         check_same_inputs(out, items, open_store(out).ids)
     else:

@@ -45,6 +45,7 @@ class StoreInfo:
     shards: list[dict[str, Any]]
     complete: bool = True
     has_metadata: bool = False
+    space_sha256: str | None = None  # the sha256 of the space's weights, when they were at hand
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT_NAME, "version": FORMAT_VERSION, **self.__dict__}
@@ -334,6 +335,10 @@ def check_manifest(info: StoreInfo, manifest: Path) -> None:
             if key in shard and not _plain_file_name(shard[key]):
                 raise StoreError(f"{manifest}: shard {index} '{key}' is {str(shard[key])[:80]!r}: "
                                  "store files must be plain names inside the store folder")
+    for key in ("space", "modality", "space_sha256"):
+        if getattr(info, key) is not None and not isinstance(getattr(info, key), str):
+            raise StoreError(f"{manifest}: '{key}' must be a string, got "
+                             f"{type(getattr(info, key)).__name__}")
     if sum(shard["rows"] for shard in info.shards) != info.num_rows:
         raise StoreError(f"{manifest}: the shards hold {sum(s['rows'] for s in info.shards)} rows, "
                          f"'num_rows' says {info.num_rows}")
@@ -350,7 +355,7 @@ class StoreWriter:
     def __init__(self, path: str | Path, *, dim: int, space: str | None = None,
                  modality: str | None = None, dtype: str = "float32",
                  normalized: bool | None = None, shard_rows: int = 65536,
-                 overwrite: bool = False):
+                 overwrite: bool = False, space_sha256: str | None = None):
         if dtype not in SUPPORTED_DTYPES:
             raise StoreError(f"{path}: dtype must be one of {SUPPORTED_DTYPES}, got {dtype!r}")
         if shard_rows < 1:
@@ -358,7 +363,7 @@ class StoreWriter:
         self.path = Path(path)
         self.info = StoreInfo(space=space, modality=modality, dim=int(dim), dtype=dtype,
                               normalized=normalized, num_rows=0, shard_rows=shard_rows, shards=[],
-                              complete=False, has_metadata=False)
+                              complete=False, has_metadata=False, space_sha256=space_sha256)
         self._pending: list[np.ndarray] = []
         self._pending_ids: list[str] = []
         self._pending_meta: list[dict[str, Any]] = []

@@ -9,7 +9,6 @@ CLIP's space. The result is a :class:`cmcr.model.ConnectedModel` like any other:
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,14 +17,12 @@ from cmcr.config import ModelConfig, SpaceSpec
 from cmcr.errors import ConfigError
 from cmcr.model import ConnectedModel
 
-WEIGHTS_FILE = "model.safetensors"
-
 
 def frozen_space_record(spec: str | None) -> tuple[str | None, str | None]:
     """What a model records of a frozen space it is trained on: the space's spec (an alias
     resolved, a local folder made absolute) and its weights' sha256 when they are on this
     machine (a folder, or the Hugging Face cache; never downloaded), else None."""
-    from cmcr.spaces.registry import parse_space_spec
+    from cmcr.spaces.registry import parse_space_spec, weights_sha256
 
     if not spec:
         return None, None
@@ -34,31 +31,9 @@ def frozen_space_record(spec: str | None) -> tuple[str | None, str | None]:
     except ConfigError:
         return spec, None  # e.g. a leaf no cmcr space kind loads (ULIP)
     folder = Path(target).expanduser()
-    weights = folder / WEIGHTS_FILE if folder.is_dir() else _hub_cached_weights(target)
     if folder.is_dir():
         target = str(folder.resolve())
-    return f"{kind}:{target}", _sha256(weights) if weights is not None else None
-
-
-def _hub_cached_weights(repo: str) -> Path | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(repo, WEIGHTS_FILE)
-    except Exception:  # not installed, or not a repo id: the sha256 stays unknown
-        return None
-    return Path(found) if isinstance(found, str) else None
-
-
-def _sha256(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.hexdigest()
+    return f"{kind}:{target}", weights_sha256(spec)
 
 
 def _described(model: ConnectedModel, number: int) -> str:

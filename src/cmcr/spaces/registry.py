@@ -7,6 +7,7 @@ space is loaded, and a space loads its towers only when a call needs them.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,59 @@ def space_class(kind: str) -> type[Space]:
 def load_space(spec: str, **options: Any) -> Space:
     """A space from its spec; ``options`` (device, dtype, ...) go to the space's constructor.
 
-    Cheap: weights are read only when a modality is first embedded.
+    Cheap: weights are read only when a modality is first embedded. Its ``name`` is the spec
+    as given (``clip:toy``, ``clip:openai/clip-vit-base-patch32``), a local folder made
+    absolute: what stores record, so they move with a project and load anywhere cmcr does.
     """
     kind, target = parse_space_spec(spec)
-    return space_class(kind)(target, name=f"{kind}:{target}", **options)
+    return space_class(kind)(target, name=portable_name(spec, kind, target), **options)
+
+
+def portable_name(spec: str, kind: str, target: str) -> str:
+    """An alias or a hub name as given; a local folder or file as its absolute path."""
+    if spec in SPACE_ALIASES:
+        return spec
+    local = Path(target).expanduser()
+    return f"{kind}:{local.resolve()}" if local.exists() else f"{kind}:{target}"
+
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+def weights_sha256(spec: str) -> str | None:
+    """The sha256 of a space's weights when they are on this machine (a folder with
+    model.safetensors, a weights file, or the Hugging Face cache; never downloaded), else None."""
+    try:
+        _, target = parse_space_spec(spec)
+    except ConfigError:
+        return None
+    local = Path(target).expanduser()
+    if local.is_dir():
+        return file_sha256(local / WEIGHTS_FILE)
+    if local.is_file():
+        return file_sha256(local)
+    return file_sha256(_hub_cached_weights(target))
+
+
+def _hub_cached_weights(repo: str) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo, WEIGHTS_FILE)
+    except Exception:  # not installed, or not a repo id: the sha256 stays unknown
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def file_sha256(path: Path | None) -> str | None:
+    """A file's sha256 (read in 1 MiB blocks), or None when it cannot be read."""
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
