@@ -242,3 +242,29 @@ def test_results_export_as_json_and_csv(browser, gap_server):
     assert [r["id"] for r in rows] == card_ids(tab)
     assert {r["label"] for r in rows if r["modality"] == "audio"} <= {"dog", "bell", "rain", "siren"}
     assert any(r["text"].startswith("rain on a roof") for r in rows)  # texts with commas survive
+
+
+def test_the_page_asks_for_the_token_once_and_keeps_it_for_the_session(browser, search_world):
+    from search_fixtures import running_server
+
+    token = "a-token-for-the-browser-test"
+    with running_server(search_world["index"], token=token) as url:
+        tab = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+        tab.goto(url)
+        tab.wait_for_selector("#token-form", state="visible")
+        tab.fill("#token", "not-the-right-token")
+        tab.press("#token", "Enter")
+        tab.wait_for_function("document.querySelector('#token-why').textContent.includes('refused')")
+        tab.fill("#token", token)
+        tab.press("#token", "Enter")
+        tab.wait_for_function("document.querySelector('#modality').options.length > 1")
+        assert not tab.is_visible("#token-form")
+        tab.select_option("#modality", "image")
+        tab.fill("#query", "a blue sky")
+        tab.press("#query", "Enter")
+        tab.wait_for_function("document.querySelector('#status').textContent.includes('8 results')")
+        tab.wait_for_function("[...document.querySelectorAll('#results img')]"
+                              ".every(img => img.complete && img.naturalWidth > 0)")
+        tab.reload()  # the same browser session: not asked again
+        tab.wait_for_function("document.querySelector('#modality').options.length > 1")
+        assert not tab.is_visible("#token-form")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 from cmcr.cli.args import COUNT, POSITIVE, number, whole
@@ -51,22 +52,34 @@ examples:
   cmcr search runs/demo --audio dog.wav --modality image -k 5
   cmcr search idx --text "a dog barking" --json
   cmcr search idx --like 42 --modality audio
+  cmcr search idx --text "a dog" --collection photos --path-prefix dogs/ --dedup 0.98
 """
 
 SERVE_HELP = """\
-Serve an index: a web page (search box, drag-and-drop of an image or a sound, results as image
-thumbnails and audio players; click a result for more like it) and a JSON API:
+Serve an index: a web page (search box, drag-and-drop of an image or a sound, results with
+thumbnails, spectrograms, labels and players; click a result for more like it; export as JSON
+or CSV) and a JSON API:
 
   GET  /api/search?q=TEXT&modality=image&k=10&offset=0     search by text
   GET  /api/search?like=ROW&modality=audio                  more like a stored row
-  POST /api/search   multipart: file=@query.wav, modality, k, offset
+  POST /api/search   multipart: file=@query.wav, modality, k, offset, filters
   GET  /api/info                                            what the index holds
-  GET  /media/ROW                                           a result's image or audio file
+  GET  /media/ROW   (?thumb=PX, ?spectrogram=PX)            a result's file or thumbnail
+  GET  /metrics                                             Prometheus text: requests,
+                                                            latency histogram, errors
+Filters: min_score (cosine), min_calibrated, dedup (cosine above which a result is a near
+duplicate of a better one), collection=A,B, path_prefix; rank=cosine ranks by raw cosine.
 
-Answers: {"results": [{"id", "modality", "space", "score", "media_url", ...}]}, best first;
-bad requests get a 4xx with {"error": "..."}. Only rows of the index are served as media, only
-from inside a collection's media folder when it has one, and only when the file's content is
-the image, audio or video its row says.
+Answers: {"results": [{"id", "modality", "score", "calibrated", "label", "path", "media_url",
+...}]}, best first; bad requests get a 4xx with {"error": "..."}. Only rows of the index are
+served as media, only from inside a collection's media folder when it has one, and only when
+the file's content is the image, audio or video its row says. Paths are shown relative to each
+collection's root folder unless --show-paths.
+
+Access: with --token (or CMCR_TOKEN), every API, media and metrics request needs
+'Authorization: Bearer TOKEN' (else 401); the page asks for it once per browser session, and
+media URLs in results carry a per-row signature. A --host other machines can reach is refused
+without a token.
 
 Uploads are bounded twice: in bytes (--max-upload-mb), then from the file's header before any
 decoding (an upload over a limit gets 413 naming the limit and its value):
@@ -77,7 +90,8 @@ answering meanwhile; past 8 uploads per decode thread, more get 503 until some f
 
 examples:
   cmcr demo --out runs/demo && cmcr serve runs/demo        # then open http://127.0.0.1:8000
-  cmcr serve idx --host 0.0.0.0 --port 8080 --max-upload-mb 50 --max-upload-seconds 300
+  CMCR_TOKEN=$(python -c "import secrets; print(secrets.token_urlsafe())") \\
+    cmcr serve idx --host 0.0.0.0 --port 8080 --max-upload-mb 50 --max-upload-seconds 300
 """
 
 
@@ -211,6 +225,14 @@ def _register_search(subparsers) -> None:
     parser.add_argument("--offset", type=COUNT, default=0, help="skip this many results (paging)")
     parser.add_argument("--rank", choices=("auto", "calibrated", "cosine"), default="auto",
                         help="rank by calibrated score (auto: when the index has it) or cosine")
+    parser.add_argument("--min-score", type=number(-1, 1), default=None,
+                        help="only results whose cosine is at least this")
+    parser.add_argument("--dedup", type=number(0, 1, low_open=True), default=None,
+                        help="drop a result whose cosine to a better one is at least this")
+    parser.add_argument("--collection", action="append", default=[],
+                        help="only results of this collection (repeatable)")
+    parser.add_argument("--path-prefix", default=None,
+                        help="only results whose path (relative to its collection) starts so")
     parser.add_argument("--space", action="append", default=[], metavar="NAME=KIND:NAME_OR_PATH",
                         help="the frozen space behind a model space, if not the recorded one")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1")
@@ -224,7 +246,9 @@ def run_search(args: argparse.Namespace) -> int:
 
     index = Index.open(args.index, spaces=parse_space_options(args.space), device=args.device)
     results = index.search(text=args.text, image=args.image, audio=args.audio, like=args.like,
-                           modality=args.modality, k=args.k, offset=args.offset, rank=args.rank)
+                           modality=args.modality, k=args.k, offset=args.offset, rank=args.rank,
+                           min_score=args.min_score, dedup=args.dedup,
+                           collections=tuple(args.collection), path_prefix=args.path_prefix)
     if args.json:
         print(json.dumps({"results": [r.to_json() for r in results]}, indent=2))
         return 0
@@ -263,6 +287,11 @@ def _register_serve(subparsers) -> None:
                         help="largest long side / short side of an uploaded image (default: 100)")
     parser.add_argument("--decode-workers", type=whole(1, 64), default=2,
                         help="threads that decode uploads (default: 2)")
+    parser.add_argument("--token", default=None, help="require this bearer token on every API, "
+                        "media and metrics request (default: the CMCR_TOKEN environment "
+                        "variable; needed for a --host other machines can reach)")
+    parser.add_argument("--show-paths", action="store_true", help="show files' absolute paths "
+                        "and the index's folders (default: paths relative to each collection)")
     parser.add_argument("--space", action="append", default=[], metavar="NAME=KIND:NAME_OR_PATH",
                         help="the frozen space behind a model space, if not the recorded one")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1")
@@ -280,13 +309,16 @@ def run_serve(args: argparse.Namespace) -> int:
         raise MissingDependencyError(f"cmcr serve needs starlette, uvicorn and python-multipart "
                                      f"({err}): pip install starlette uvicorn python-multipart") from None
 
+    from cmcr.serve.access import check_exposure
     from cmcr.serve.query import UploadLimits
 
+    token = args.token if args.token is not None else (os.environ.get("CMCR_TOKEN") or None)
+    check_exposure(args.host, token)  # before anything is loaded
     limits = UploadLimits(max_seconds=args.max_upload_seconds, max_sample_rate=args.max_sample_rate,
                           max_channels=args.max_channels, max_image_pixels=args.max_image_pixels,
                           max_image_aspect=args.max_image_aspect)
     index = Index.open(args.index, spaces=parse_space_options(args.space), device=args.device)
     serve(index, host=args.host, port=args.port,
           max_upload_bytes=int(args.max_upload_mb * 1_000_000), limits=limits,
-          decode_workers=args.decode_workers)
+          decode_workers=args.decode_workers, token=token, show_paths=args.show_paths)
     return 0

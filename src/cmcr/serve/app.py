@@ -28,7 +28,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cmcr.errors import CmcrError, InputError
-from cmcr.serve.index import Index, NotInIndexError
+from cmcr.serve.access import TokenGuard, check_exposure, media_signature
+from cmcr.serve.index import Index, NotInIndexError, SearchFilters
+from cmcr.serve.metrics import CONTENT_TYPE, Metrics
 from cmcr.serve.media import (SERVED_FOR, allowed_media_path, check_thumbnail_size, duration,
                               sniff_media, spectrogram, thumbnail)
 from cmcr.serve.query import UploadLimitError, UploadLimits, UploadTypeError
@@ -86,6 +88,30 @@ def _int_param(value: Any, name: str, default: int) -> int:
         raise InputError(f"'{name}' must be an integer, got {str(value)[:40]!r}") from None
 
 
+def _float_param(value: Any, name: str) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise InputError(f"'{name}' must be a number, got {str(value)[:40]!r}")
+    return number
+
+
+def search_filters(params: dict[str, Any]) -> SearchFilters:
+    """The filters of a search request: modality, collection (comma-separated), path_prefix,
+    min_score, min_calibrated, dedup."""
+    return SearchFilters(modality=params.get("modality") or None,
+                         collections=tuple(name for name in str(params.get("collection") or "")
+                                           .split(",") if name),
+                         path_prefix=params.get("path_prefix") or None,
+                         min_score=_float_param(params.get("min_score"), "min_score"),
+                         min_calibrated=_float_param(params.get("min_calibrated"), "min_calibrated"),
+                         dedup=_float_param(params.get("dedup"), "dedup"))
+
+
 class ServerBusy(Exception):
     """Too many uploads are being decoded or waiting (answered 503 by the app's handler)."""
 
@@ -97,8 +123,11 @@ class UnservableMedia(Exception):
 class SearchAPI:
     """The handlers of the page, the API and the media over one index."""
 
-    def __init__(self, index: Index, limits: UploadLimits | None = None, decode_workers: int = 2):
+    def __init__(self, index: Index, limits: UploadLimits | None = None, decode_workers: int = 2,
+                 *, token: str | None = None, show_paths: bool = False):
         self.index = index
+        self.token = token
+        self.show_paths = show_paths
         self.encoder = index.encoder  # loads and checks the model now, so a wrong one fails at start
         self.limits = limits or UploadLimits()
         self.decoder = ThreadPoolExecutor(max_workers=decode_workers,
@@ -110,7 +139,20 @@ class SearchAPI:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
     async def info(self, request: Request) -> JSONResponse:
-        return JSONResponse(self.index.info())
+        return JSONResponse(self.described())
+
+    def described(self) -> dict[str, Any]:
+        """``/api/info``: the index's description; without ``show_paths``, folders by name only."""
+        info = self.index.info()
+        if self.show_paths:
+            return info
+        info["path"], info["model"] = Path(info["path"]).name, Path(info["model"]).name
+        info["spaces"] = {name: _folder_name(spec) for name, spec in info["spaces"].items()}
+        for collection in info["collections"]:
+            collection["store"] = Path(collection["store"]).name
+            collection["frozen_space"] = _folder_name(collection["frozen_space"])
+            collection["media"] = collection["root"] = None
+        return info
 
     async def search(self, request: Request) -> JSONResponse:
         began = time.perf_counter()
@@ -118,11 +160,11 @@ class SearchAPI:
         if request.method == "POST":
             params.update(await self.form_fields(request))
         k, offset = _int_param(params.get("k"), "k", 10), _int_param(params.get("offset"), "offset", 0)
-        modality = params.get("modality") or None
-        rank = params.get("rank") or "auto"
+        filters, rank = search_filters(params), params.get("rank") or "auto"
         query, vector, exclude = await self.query_vector(params)
         hits = await run_in_threadpool(functools.partial(
-            self.index.search_vector, vector, modality, k, offset, exclude, rank=rank))
+            self.index.search_vector, vector, k=k, offset=offset, exclude=exclude, rank=rank,
+            filters=filters))
         return JSONResponse({"query": query, "k": k, "offset": offset,
                              "took_ms": round(1000 * (time.perf_counter() - began), 1),
                              "results": [self.result_json(hit) for hit in hits]})
@@ -169,7 +211,7 @@ class SearchAPI:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise InputError("POST /api/search takes multipart/form-data (a 'file' field, and "
                              "optionally 'modality', 'k', 'offset')")
-        form = await request.form(max_files=1, max_fields=8)
+        form = await request.form(max_files=1, max_fields=16)
         return dict(form.items())
 
     def result_json(self, hit: Any) -> dict[str, Any]:
@@ -177,11 +219,15 @@ class SearchAPI:
         thumbnail, an audio file's spectrogram) for rows with a media file, audio ``duration``."""
         found = hit.to_json()
         found["media_url"] = found["thumb_url"] = found["duration"] = None
+        if not self.show_paths:
+            found["source"] = None  # its path relative to the collection's root is "path"
         if hit.source is None:
             return found
-        found["media_url"] = f"/media/{hit.row}"
+        signed = f"sig={media_signature(self.token, hit.row)}" if self.token else ""
+        found["media_url"] = f"/media/{hit.row}" + (f"?{signed}" if signed else "")
         kind = "spectrogram" if hit.modality == "audio" else "thumb"
-        found["thumb_url"] = f"/media/{hit.row}?{kind}={THUMBNAIL_PIXELS}"
+        found["thumb_url"] = f"/media/{hit.row}?{kind}={THUMBNAIL_PIXELS}" + (
+            f"&{signed}" if signed else "")
         if hit.modality == "audio":
             path = allowed_media_path(hit.source, self.index.collection_of(hit.row).media)
             found["duration"] = duration(str(path)) if path is not None else None
@@ -216,7 +262,8 @@ class SearchAPI:
         collection = self.index.collection_of(row)
         path = allowed_media_path(found.source, collection.media) if found.source else None
         if path is None:
-            where = f" inside the media folder {collection.media}" if collection.media else ""
+            folder = collection.media if self.show_paths else "of its collection"
+            where = f" inside the media folder {folder}" if collection.media else ""
             raise NotInIndexError(f"row {row} has no media file{where} to serve")
         media_type = sniff_media(path)
         if media_type is None or not media_type.startswith(SERVED_FOR.get(found.modality, ())):
@@ -254,6 +301,15 @@ def _libc() -> Any:
         return None
 
 
+def _folder_name(spec: str | None) -> str | None:
+    """A space spec with a local folder (``clip:/models/clip``) shown by the folder's name only
+    (``clip:clip``); hub names (``clip:openai/clip-vit-base-patch32``) as they are."""
+    if not spec:
+        return spec
+    kind, colon, where = spec.partition(":")
+    return f"{kind}:{Path(where).name}" if colon and Path(where).is_absolute() else spec
+
+
 def _row_param(text: str) -> int:
     """``/media/ROW``'s row: digits only (else no such page), at most 18 of them."""
     if not (text.isascii() and text.isdigit()):
@@ -264,13 +320,21 @@ def _row_param(text: str) -> int:
 
 
 def create_app(index: Index, max_upload_bytes: int = 20_000_000,
-               limits: UploadLimits | None = None, decode_workers: int = 2) -> BodyLimit:
-    """The ASGI application: the page, the API and the media, behind the upload limit; uploads
-    are held to ``limits`` and decoded by ``decode_workers`` threads."""
-    api = SearchAPI(index, limits, decode_workers)
+               limits: UploadLimits | None = None, decode_workers: int = 2, *,
+               token: str | None = None, show_paths: bool = False) -> Metrics:
+    """The ASGI application: the page, the API, the media and the metrics, behind the token
+    (when given) and the upload limit; uploads are held to ``limits`` and decoded by
+    ``decode_workers`` threads; paths are relative to each collection's root unless
+    ``show_paths``."""
+    api = SearchAPI(index, limits, decode_workers, token=token, show_paths=show_paths)
+    metrics = Metrics(None, rows=len(index))
+
+    async def metrics_page(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
     routes = [Route("/", api.page), Route("/api/info", api.info),
               Route("/api/search", api.search, methods=["GET", "POST"]),
-              Route("/media/{row}", api.media),
+              Route("/media/{row}", api.media), Route("/metrics", metrics_page),
               Mount("/static", StaticFiles(directory=STATIC_DIR))]
     handlers = {CmcrError: _error_handler(400), UploadTypeError: _error_handler(415),
                 UploadLimitError: _error_handler(413), UnservableMedia: _error_handler(415),
@@ -284,7 +348,9 @@ def create_app(index: Index, max_upload_bytes: int = 20_000_000,
         api.decoder.shutdown(wait=False, cancel_futures=True)
 
     starlette = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
-    return BodyLimit(starlette, max_upload_bytes)
+    limited = BodyLimit(starlette, max_upload_bytes)
+    metrics.app = TokenGuard(limited, token) if token else limited
+    return metrics
 
 
 def _error_handler(status: int) -> Any:
@@ -330,13 +396,16 @@ def check_port_free(host: str, port: int) -> None:
 
 def serve(index: Index, host: str = "127.0.0.1", port: int = 8000,
           max_upload_bytes: int = 20_000_000, limits: UploadLimits | None = None,
-          decode_workers: int = 2) -> None:
-    """Run the server until interrupted."""
+          decode_workers: int = 2, *, token: str | None = None, show_paths: bool = False) -> None:
+    """Run the server until interrupted (refused beyond loopback without a token)."""
     import uvicorn
 
+    check_exposure(host, token)
     check_port_free(host, port)
-    app = create_app(index, max_upload_bytes, limits, decode_workers)
+    app = create_app(index, max_upload_bytes, limits, decode_workers, token=token,
+                     show_paths=show_paths)
     index.encoder.warm_up(["text", "image", "audio"])
+    guarded = "; every API and media request needs the token" if token else ""
     print(f"cmcr: serving {index.path} ({len(index):,} rows: {', '.join(index.modalities)}) "
-          f"at http://{host}:{port}  (Ctrl-C stops)", flush=True)
+          f"at http://{host}:{port}{guarded}  (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

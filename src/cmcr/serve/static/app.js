@@ -18,14 +18,49 @@ function el(tag, attrs = {}, children = []) {
   return node;
 }
 
+// -- the server's token (cmcr serve --token): asked once, kept for this browser session --------
+const TOKEN_KEY = "cmcr-token";
+
+function authorised(options = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) return options;
+  return { ...options, headers: { ...(options.headers || {}), Authorization: `Bearer ${token}` } };
+}
+
+async function call(url, options = {}) {
+  const response = await fetch(url, authorised(options));
+  if (response.status === 401) askToken(sessionStorage.getItem(TOKEN_KEY) ? "that token was refused" : "");
+  return response;
+}
+
+function askToken(why) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("token-why").textContent = why ? `(${why})` : "";
+  $("token-form").hidden = false;
+  $("token").focus();
+}
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = $("token").value.trim();
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("token").value = "";
+  $("token-form").hidden = true;
+  loadInfo();
+});
+
 async function loadInfo() {
   try {
-    const info = await (await fetch("/api/info")).json();
+    const response = await call("/api/info");
+    if (response.status === 401) return;
+    const info = await response.json();
     const counts = {};
     for (const c of info.collections) counts[c.modality] = (counts[c.modality] || 0) + c.rows;
     const parts = Object.entries(counts).map(([m, n]) => `${n.toLocaleString()} ${m}`);
     $("index-info").textContent = `${info.rows.toLocaleString()} rows (${parts.join(", ")}) in a ` +
       `${info.dim}-d joint space · spaces: ${Object.keys(info.spaces).join(", ") || "—"}`;
+    $("modality").replaceChildren(el("option", { value: "", text: "everything" }));
     for (const modality of info.modalities) {
       $("modality").append(el("option", { value: modality, text: `only ${modality}` }));
     }
@@ -47,12 +82,12 @@ function request(query, offset, signal) {
     form.append("k", k);
     form.append("offset", offset);
     if (modality) form.append("modality", modality);
-    return fetch("/api/search", { method: "POST", body: form, signal });
+    return call("/api/search", { method: "POST", body: form, signal });
   }
   const params = new URLSearchParams({ k, offset });
   params.set(query.kind === "text" ? "q" : "like", query.value);
   if (modality) params.set("modality", modality);
-  return fetch(`/api/search?${params}`, { signal });
+  return call(`/api/search?${params}`, { signal });
 }
 
 async function search(query, append = false) {
