@@ -46,8 +46,8 @@ BAD_VALUES = [
     ("method.memory_top_k", "-4", "'method.memory_top_k' must be >= 1, got -4"),
     ("method.noise_var", "-1", "'method.noise_var' must be >= 0, got -1.0"),
     ("projector.layers", "0", "'projector.layers' must be >= 1, got 0"),
-    ("projector.hidden", "-8", "'projector.hidden' must be >= 1, got -8"),
-    ("projector.out_dim", "0", "'projector.out_dim' must be >= 1, got 0"),
+    ("projector.hidden", "-8", "'projector.hidden' must be in [1, 65536], got -8"),
+    ("projector.out_dim", "0", "'projector.out_dim' must be in [1, 65536], got 0"),
     ("projector.dropout", "2", "'projector.dropout' must be in [0, 1), got 2.0"),
 ]
 

@@ -450,6 +450,9 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     if missing:
         prefix = f"{where}." if where else ""
         raise ConfigError(f"missing required key '{prefix}{missing[0]}'")
+    huge = {name: value for name, value in data.items()  # named with their range, if any
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63}
+    check_ranges(cls, huge, where)
     kwargs = {}
     for name, value in data.items():
         key = f"{where}.{name}" if where else name
