@@ -7,23 +7,34 @@ Each variant -- ``exact`` (FAISS Flat) and ``auto`` (the rule in cmcr.serve.ann:
 recall-tuned nprobe at this size) -- is built by cmcr's own segment builder in a fresh ``spawn``-ed
 process, which reports build seconds and its peak anonymous RAM (sampled every 20 ms; file-backed
 pages of the memory-mapped store are the kernel's to drop and are left out). Then both are opened
-through ``cmcr.Index`` and answer the same held-out queries one at a time (as a server does):
-p50/p99 latency, recall@10 of ``auto`` against ``exact``, and the speed-up ratio.
+through ``cmcr.Index`` and answer the same held-out queries one at a time (as a server does),
+``exact`` and ``auto`` taking turns for ``--repeats`` rounds (the order alternating), so a load
+that comes and goes on a shared machine hits both alike: min / median / max over the rounds of
+each one's p50 (and p99), recall@10 of ``auto`` against ``exact``, and the speed-up at the median.
 
 Part 2, the server (needs ``cmcr demo --out runs/demo`` first): ``cmcr serve`` runs as its own
-process on 127.0.0.1; the same text and audio-file queries go (a) through the Python API in this
-process, (b) over HTTP from one client, one at a time, (c) from ``--clients`` concurrent clients.
-Every loop is bounded by a request count and a deadline and stops by itself. Client and server
-share the machine's cores, so (c) measures both.
+process on 127.0.0.1; the same text and audio-file queries go, in turns for ``--repeats`` rounds,
+(a) through the Python API in this process and (b) over HTTP from one client, one at a time;
+the transport (an HTTP round trip that does no work: ``GET /metrics``) is timed in the same
+rounds, so (a) can be compared with (b) minus transport. Both use cmcr's thread choice (the
+library applies it at ``Index.open``, the command line at start). Then (c) ``--clients``
+concurrent clients. Every loop is bounded by a request count and a deadline and stops by itself.
+Client and server share the machine's cores, so (c) measures both.
 
-    python bench/bench_search.py                          # both parts (about 10 minutes on 2 cores)
-    python bench/bench_search.py --rows 200000 --skip-server
+How much an approximate index saves depends on the rows' neighbourhoods; these three runs land
+in the three regimes of docs/serve.md (about 10, 5 and 15 minutes on 2 cores):
+
+    python bench/bench_search.py --skip-server                  # 1M rows, 4,096 concepts: IVF
+    python bench/bench_search.py --skip-server --rows 200000 --clusters 13000
+                                            # ~15 rows a concept: IVF must probe every list -> HNSW32
+    python bench/bench_search.py --skip-server --clusters 65536  # HNSW misses 0.95 too -> exact
     python bench/bench_search.py --skip-index --demo runs/demo --clients 32
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing as mp
 import os
 import subprocess
@@ -141,6 +152,28 @@ def timed_calls(call: Callable[[Any], Any], inputs: list[Any]) -> tuple[list[flo
     return seconds, outputs
 
 
+def interleaved(calls: dict[str, Callable[[Any], Any]], inputs: list[Any], repeats: int
+                ) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[Any]]]:
+    """Each call over all ``inputs``, taking turns for ``repeats`` rounds (order reversed every
+    other round): {name: {"p50_ms": [per round], "p99_ms": [...]}}, and each one's outputs."""
+    rounds: dict[str, dict[str, list[float]]] = {name: {"p50_ms": [], "p99_ms": []}
+                                                 for name in calls}
+    outputs: dict[str, list[Any]] = {}
+    names = list(calls)
+    for number in range(repeats):
+        for name in (names if number % 2 == 0 else names[::-1]):
+            seconds, outputs[name] = timed_calls(calls[name], inputs)
+            for key, value in percentiles(seconds).items():
+                if key in rounds[name]:
+                    rounds[name][key].append(value)
+    return rounds, outputs
+
+
+def spread(values: list[float]) -> str:
+    """'min / median / max' of one measurement's rounds."""
+    return " / ".join(f"{v:.2f}" for v in (min(values), float(np.median(values)), max(values)))
+
+
 def index_part(args: argparse.Namespace, workdir: Path) -> None:
     from cmcr import Index
     from cmcr.serve import ann
@@ -152,29 +185,38 @@ def index_part(args: argparse.Namespace, workdir: Path) -> None:
               for variant in ("exact", "auto")}
     centres = make_centres(args.clusters, args.dim)
     queries = ann.perturbed_queries(clustered_rows(args.queries, args.dim, centres, seed=7), seed=8)
-    timings, found = {}, {}
+    calls = {}
     for variant in builds:
         index = Index.open(workdir / variant)
         index.search(vector=queries[0], k=10)  # opens the segment
-        seconds, hits = timed_calls(lambda q: index.search(vector=q, k=10), list(queries))
-        timings[variant] = percentiles(seconds)
-        found[variant] = np.array([[h.row for h in result] for result in hits])
+        calls[variant] = functools.partial(lambda opened, q: opened.search(vector=q, k=10), index)
+    timings, hits = interleaved(calls, list(queries), args.repeats)
+    found = {variant: np.array([[h.row for h in result] for result in hits[variant]])
+             for variant in builds}
     recall = ann.recall_at_k(found["auto"], found["exact"])
     print_index_table(args, builds, timings, recall)
 
 
 def print_index_table(args: argparse.Namespace, builds: dict, timings: dict, recall: float) -> None:
-    print(f"\n{args.rows:,} x {args.dim} rows, {args.queries} held-out queries one at a time, k=10")
+    print(f"\n{args.rows:,} x {args.dim} rows around {args.clusters:,} centres, {args.queries} "
+          f"held-out queries one at a time, k=10, {args.repeats} interleaved rounds "
+          f"({threads_note()})")
     print(f"{'variant':<7} {'index':<16} {'search':<12} {'build s':>8} {'peak RAM MiB':>13} "
-          f"{'index MiB':>10} {'p50 ms':>8} {'p99 ms':>8}")
+          f"{'index MiB':>10} {'p50 ms min / median / max':>26} {'p99 ms median':>14}")
     for variant, build in builds.items():
         timing = timings[variant]
         print(f"{variant:<7} {build['factory']:<16} {build['search']:<12} {build['seconds']:>8.1f} "
               f"{build['peak_extra_anon_mib']:>13.0f} {build['index_mib']:>10.0f} "
-              f"{timing['p50_ms']:>8.2f} {timing['p99_ms']:>8.2f}")
-    speedup = timings["exact"]["p50_ms"] / timings["auto"]["p50_ms"]
-    print(f"auto vs exact: {speedup:.1f}x faster at p50 (goal >= 10x), recall@10 {recall:.3f} "
-          f"(goal >= 0.95; tuned at build: {builds['auto']['tuned_recall']})")
+              f"{spread(timing['p50_ms']):>26} {np.median(timing['p99_ms']):>14.2f}")
+    speedup = np.median(timings["exact"]["p50_ms"]) / np.median(timings["auto"]["p50_ms"])
+    print(f"auto vs exact: {speedup:.1f}x faster at the median p50 (goal >= 10x), recall@10 "
+          f"{recall:.3f} (goal >= 0.95; tuned at build: {builds['auto']['tuned_recall']})")
+
+
+def threads_note() -> str:
+    import torch
+
+    return f"torch {torch.get_num_threads()} thread(s) in this process"
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -187,6 +229,20 @@ def start_server(index_dir: Path, port: int) -> subprocess.Popen:
                                stderr=subprocess.PIPE)
     wait_until_serving(f"http://127.0.0.1:{port}", process)
     return process
+
+
+def http_get(port: int, path: str) -> int:
+    """One GET, its answer read: with ``/metrics``, the transport alone (no search work)."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.request("GET", path)
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status
+    finally:
+        connection.close()
 
 
 def http_search(port: int, query: Any) -> int:
@@ -255,10 +311,12 @@ def server_part(args: argparse.Namespace) -> None:
         for kind, queries in kinds.items():
             python_calls[kind](queries[0])  # loads the towers
             http_search(port, queries[0])
-            python = percentiles(timed_calls(python_calls[kind], queries * 2)[0])
-            one = percentiles(timed_calls(lambda q: http_search(port, q), queries * 2)[0])
+            timings, _ = interleaved({"python": python_calls[kind],
+                                      "http": functools.partial(http_search, port),
+                                      "transport": lambda q: http_get(port, "/metrics")},
+                                     queries * 2, args.repeats)
             many = concurrent_load(port, queries, args.clients, args.per_client, args.deadline)
-            rows.append((kind, python, one, many))
+            rows.append((kind, timings, many))
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -266,15 +324,19 @@ def server_part(args: argparse.Namespace) -> None:
 
 
 def print_server_table(args: argparse.Namespace, rows: list) -> None:
-    print(f"\nserver on 127.0.0.1 ({args.demo}); queries return the 10 best images")
-    print(f"{'query':<11} {'python p50':>11} {'http p50':>9} {'overhead':>9} "
-          f"{'python q/s':>11} {f'{args.clients} clients q/s':>15} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'failed':>7}")
-    for kind, python, one, many in rows:
-        print(f"{kind:<11} {python['p50_ms']:>9.1f}ms {one['p50_ms']:>7.1f}ms "
-              f"{one['p50_ms'] / python['p50_ms']:>8.2f}x {python['per_s']:>11.1f} "
-              f"{many['per_s']:>15.1f} {many['p50_ms']:>8.1f} {many['p99_ms']:>8.1f} "
-              f"{many['failures']:>7}")
+    print(f"\nserver on 127.0.0.1 ({args.demo}); queries return the 10 best images; p50 in ms, "
+          f"min / median / max over {args.repeats} interleaved rounds ({threads_note()})")
+    print(f"{'query':<11} {'python p50':>20} {'http p50':>20} {'transport':>10} "
+          f"{'python / (http - transport)':>28} {f'{args.clients} clients q/s':>15} "
+          f"{'p50 ms':>8} {'p99 ms':>8} {'failed':>7}")
+    for kind, timings, many in rows:
+        python, http, transport = (float(np.median(timings[name]["p50_ms"]))
+                                   for name in ("python", "http", "transport"))
+        ratio = python / max(http - transport, 1e-9)
+        print(f"{kind:<11} {spread(timings['python']['p50_ms']):>20} "
+              f"{spread(timings['http']['p50_ms']):>20} {transport:>10.2f} "
+              f"{ratio:>22.2f} (goal <= 1.5) {many['per_s']:>9.1f} {many['p50_ms']:>8.1f} "
+              f"{many['p99_ms']:>8.1f} {many['failures']:>7}")
 
 
 def main() -> None:
@@ -285,6 +347,8 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=4096,
                         help="centres the rows are drawn around (default: 4096)")
     parser.add_argument("--queries", type=int, default=200, help="held-out queries (default: 200)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="interleaved rounds of every timing (default: 5)")
     parser.add_argument("--workdir", default=None, help="where to write (default: a temp dir)")
     parser.add_argument("--demo", default="runs/demo", help="a demo output (default: runs/demo)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default: 32)")
@@ -299,7 +363,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir=args.workdir, prefix="bench-search-") as workdir:
             index_part(args, Path(workdir))
     if not args.skip_server:
-        if not (Path(args.demo) / "index" / "index.json").is_file():
+        demo = Path(args.demo)
+        if not ((demo / "index" / "index.json").is_file() or (demo / "index.json").is_file()):
             sys.exit(f"no index at {args.demo}/index: run 'cmcr demo --out {args.demo}' first")
         server_part(args)
 

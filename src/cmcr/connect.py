@@ -133,6 +133,9 @@ def connect(config: ConnectConfig, out_dir: str | Path, *, resume: bool = False,
             allow_incomplete: bool = False) -> ConnectedModel:
     """Run C-MCR (or, with ``mode: extend``, Ex-MCR's extension) end to end and save the model
     (plus run record) in ``out_dir``; progress bars say ``label`` (default: the folder's name)."""
+    from cmcr.threads import apply_thread_policy
+
+    apply_thread_policy()  # cmcr's thread choice unless the caller made one (cmcr.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)

@@ -14,6 +14,14 @@ the quiet run 2.5x slower, so cmcr does not do that. Instead, at start, the comm
 Data-loader workers run one torch thread each (torch sets that in every worker). Trained weights
 do not depend on the thread count (tests/test_threads.py). Nothing here imports torch at module
 level.
+
+The library applies the same policy (``apply_thread_policy``): the first call of
+``cmcr.Index.open``, ``cmcr.load_space``, ``cmcr.connect`` or ``JointEmbedder`` in a process
+chooses the threads as above, unless the caller chose first: ``OMP_NUM_THREADS`` or
+``MKL_NUM_THREADS`` set, ``configure_threads(n)`` called, or ``torch.set_num_threads(n)`` called
+with an n other than torch's own default (the physical cores torch counts; a count equal to it
+cannot be told apart from no choice: use ``configure_threads(n)`` then). After that first choice
+cmcr never changes the count again, so a later ``torch.set_num_threads`` stands.
 """
 
 from __future__ import annotations
@@ -116,11 +124,78 @@ def configure_threads(threads: int | None = None) -> int:
     Sets the environment that OpenMP and BLAS read at start-up (for child processes and
     libraries loaded later) and resizes torch's and FAISS's pools when they are loaded.
     """
+    global _chosen
     count = requested_threads(threads)
     for variable in THREAD_VARIABLES:  # for processes this one starts, and libraries loaded later
         os.environ[variable] = str(count)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(count)
-    if "faiss" in sys.modules:
-        sys.modules["faiss"].omp_set_num_threads(count)
+    _chosen = count
+    _size_faiss_pool(again=True)
     return count
+
+
+# -- the library's policy ----------------------------------------------------------------------
+_chosen: int | None = None  # the count cmcr chose in this process; None: not yet (or the caller's)
+_caller_chose = False  # the caller had chosen before cmcr's first choice: cmcr leaves it alone
+_faiss_sized = False
+
+
+def physical_cores(cpuinfo: Path = Path("/proc/cpuinfo")) -> int:
+    """The machine's physical cores, counted as torch counts them (all of the machine's, not
+    only those this process may use): distinct (physical id, core id) pairs, else CPUs."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return os.cpu_count() or 1
+    pairs, package = set(), "0"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "physical id":
+            package = value.strip()
+        elif key.strip() == "core id":
+            pairs.add((package, value.strip()))
+    return len(pairs) or os.cpu_count() or 1
+
+
+def torch_default_threads() -> int:
+    """The intra-op threads torch starts with: MKL_NUM_THREADS or OMP_NUM_THREADS, else the
+    physical cores."""
+    for variable in ("MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(variable, "").isdigit() and int(os.environ[variable]) > 0:
+            return int(os.environ[variable])
+    return physical_cores()
+
+
+def caller_chose_threads() -> bool:
+    """Whether the caller has chosen torch's threads: an OpenMP/MKL variable in the environment,
+    or a torch thread count other than torch's default."""
+    import torch
+
+    if any(os.environ.get(variable, "").isdigit() for variable in THREAD_VARIABLES[:2]):
+        return True
+    return torch.get_num_threads() != torch_default_threads()
+
+
+def apply_thread_policy() -> int:
+    """The library's entry points call this: the first time in a process, cmcr's thread choice
+    (:func:`configure_threads`) unless the caller chose first; afterwards, only FAISS's pool is
+    sized to cmcr's choice once FAISS is loaded. Returns torch's thread count."""
+    global _caller_chose
+    import torch
+
+    if _chosen is None and not _caller_chose:
+        if caller_chose_threads():
+            _caller_chose = True
+        else:
+            configure_threads()
+    _size_faiss_pool()
+    return torch.get_num_threads()
+
+
+def _size_faiss_pool(again: bool = False) -> None:
+    """Give FAISS (once loaded) the count cmcr chose; never when the caller chose."""
+    global _faiss_sized
+    if _chosen is not None and (again or not _faiss_sized) and "faiss" in sys.modules:
+        sys.modules["faiss"].omp_set_num_threads(_chosen)
+        _faiss_sized = True

@@ -35,6 +35,7 @@ from cmcr.serve.resume import refuse_finished, starting_manifest
 from cmcr.serve.segments import (build_collection, build_segment, calibrate_segment, check_digests,
                                  open_moments, open_segment, open_table, row_source, sample_rows)
 from cmcr.store import EmbeddingStore, open_store, store_lock
+from cmcr.threads import apply_thread_policy
 
 __all__ = ["Index", "StoreSource", "SearchResult", "SearchFilters", "NotInIndexError",
            "Collection", "IndexManifest", "INDEX_FILE", "model_digest", "read_manifest",
@@ -130,6 +131,7 @@ class Index:
         manifest = read_manifest(directory)
         index = cls(directory, manifest, mmap=mmap, spaces=spaces, device=device)
         index.verify()
+        apply_thread_policy()  # cmcr's thread choice unless the caller made one (cmcr.threads)
         if not manifest.complete:
             print(f"cmcr: note: {directory}: its build did not finish ({len(manifest.collections)} "
                   "collection(s) are there); run the same 'cmcr index build' again to finish it",
