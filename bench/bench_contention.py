@@ -5,12 +5,12 @@ Two workloads, each timed in a fresh process (OpenMP reads its settings when tor
 * ``connect`` -- the demo's connection stage: ``cmcr.connect`` with the demo's settings for C-MCR
   and its three ablations, on the stores of a finished ``cmcr demo`` run (``--demo``; the
   cached pseudo pairs are reused, so this is training);
-* ``step``    -- ``cmcr.train._train_step`` with the paper's CLAP-CLIP projectors (512-1024-512,
+* ``step``    -- ``cmcr.method.train._train_step`` with the paper's CLAP-CLIP projectors (512-1024-512,
   batch ``--batch``) on batches already in RAM.
 
 Each runs quiet, then with one competing process spinning on a core (``python -c 'while True:
 pass'``), under three settings: cmcr's defaults (threads = the usable cores that no other process
-keeps busy when the run starts: see cmcr.threads), torch's defaults as before (one thread per
+keeps busy when the run starts: see cmcr.runtime.threads), torch's defaults as before (one thread per
 core, whatever else runs), and ``--threads 1``. The printed ratio is busy / quiet; with one
 competitor on 2 cores the fair share is about 2x. Quiet and busy runs of a setting are timed
 back to back, so slow drift of the machine affects both alike; one untimed run first warms the
@@ -36,7 +36,7 @@ SETTINGS = {  # name -> --threads (None: cmcr's choice; 0: one per usable core, 
 
 
 def child_connect(demo: Path, out: Path) -> None:
-    from cmcr.connect import connect
+    from cmcr.pipeline import connect
     from cmcr.world.demo import ABLATIONS, DemoSettings, _connect_config
     from cmcr.world.stages import EMBEDDINGS
 
@@ -51,7 +51,7 @@ def child_step(batch: int, steps: int) -> None:
     import torch
 
     from cmcr.config import MethodConfig
-    from cmcr.train import _train_step, cmcr_batch_loss
+    from cmcr.method.train import _train_step, cmcr_batch_loss
 
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_train import build_model, synthetic_data
@@ -71,7 +71,7 @@ def timed_child(args: argparse.Namespace, workload: str, threads: int | None, ou
     command = [sys.executable, __file__, "--child", workload, "--demo", str(args.demo),
                "--batch", str(args.batch), "--steps", str(args.steps), "--out", str(out)]
     if threads is not None:
-        from cmcr.threads import usable_cores
+        from cmcr.runtime.threads import usable_cores
 
         command += ["--threads", str(threads or usable_cores())]
     env = dict(os.environ)
@@ -81,7 +81,7 @@ def timed_child(args: argparse.Namespace, workload: str, threads: int | None, ou
 
 
 def run_child(args: argparse.Namespace) -> None:
-    from cmcr.threads import configure_threads
+    from cmcr.runtime.threads import configure_threads
 
     configure_threads(args.threads)
     began = time.perf_counter()

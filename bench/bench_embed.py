@@ -18,7 +18,7 @@ touches all three alike; the table gives each one's median and spread (min-max),
 are of medians: naive/pipeline time (the speed-up) and model-only/pipeline time (how close to
 model-bound: at most 1.0 by construction, since the pipeline runs the same model on the same
 batches and does more; 1.0 means decoding is fully hidden). Threads are chosen as the ``cmcr``
-command chooses them (cmcr.threads); the pipeline's decoding workers run one thread each.
+command chooses them (cmcr.runtime.threads); the pipeline's decoding workers run one thread each.
 
     python bench/bench_embed.py                      # ~1-2 minutes on 2 CPU cores
     python bench/bench_embed.py --model tiny --images 96
@@ -85,7 +85,7 @@ def time_pipeline(space, root: Path, out: Path, batch_size: int, workers: int) -
 
 
 def time_naive(space, paths: list[Path]) -> float:
-    from cmcr.processing import load_image
+    from cmcr.data.processing import load_image
 
     preprocessor = space.preprocessor("image")
     began = time.perf_counter()
@@ -145,7 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from cmcr.spaces import load_space
-    from cmcr.threads import configure_threads, usable_cores
+    from cmcr.runtime.threads import configure_threads, usable_cores
 
     configure_threads()
     workers = args.workers if args.workers is not None else max(1, usable_cores() - 1)

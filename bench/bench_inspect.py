@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cmcr import geometry
-from cmcr.store import StoreWriter, open_store
+from cmcr.spaces import geometry
+from cmcr.data.store import StoreWriter, open_store
 from cmcr.study.inspect import inspect_stores
 
 

@@ -91,7 +91,7 @@ def stage_costs(spec: str, items: list, batch_size: int) -> dict[str, float]:
     """Seconds per item of decoding, encoding and writing, in this process on one thread."""
     from cmcr.embed import Collate, ItemDataset
     from cmcr.spaces import load_space
-    from cmcr.store import StoreWriter
+    from cmcr.data.store import StoreWriter
 
     torch.set_num_threads(1)
     space = load_space(spec, device="cpu")
@@ -125,8 +125,8 @@ def same_store(first: Path, second: Path) -> bool:
 def time_retrieval(root: Path, args: argparse.Namespace) -> dict[str, float]:
     """Single-machine and Ray retrieval on the same random rows (memory: a store on disk)."""
     from cmcr.distributed import retrieve_on_ray
-    from cmcr.retrieval import retrieve_pseudo_embeddings
-    from cmcr.store import write_store
+    from cmcr.method.retrieval import retrieve_pseudo_embeddings
+    from cmcr.data.store import write_store
 
     rng = np.random.default_rng(0)
     queries = rng.standard_normal((args.queries, args.dim), dtype=np.float32)
@@ -202,7 +202,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from cmcr.distributed import connect_ray
     from cmcr.embed import collect_inputs
-    from cmcr.threads import configure_threads
+    from cmcr.runtime.threads import configure_threads
 
     args.threads = configure_threads()
     root = Path(tempfile.mkdtemp(prefix="bench-ray-"))

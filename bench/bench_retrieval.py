@@ -4,7 +4,7 @@ What is compared (on the same random unit-row inputs, ``tau = 0.01`` by default)
 
 * ``naive``   -- ``torch.softmax(Q @ M.T / tau, dim=1) @ M``: materialises the whole
   (queries x memory) score matrix, twice (scores and their softmax).
-* ``chunked`` -- ``cmcr.retrieval.retrieve_pseudo_embeddings`` (exact streaming/online softmax
+* ``chunked`` -- ``cmcr.method.retrieval.retrieve_pseudo_embeddings`` (exact streaming/online softmax
   over memory blocks, RAM bounded by ``query_chunk x memory_chunk``).
 * ``top-k``   -- the same function with ``top_k=K`` (softmax over each query's K nearest memory
   rows only: an approximation, so its difference to ``naive`` is reported but not expected ~0).
@@ -106,7 +106,7 @@ def naive_retrieval(queries: torch.Tensor, memory: torch.Tensor, temperature: fl
 
 def chunked_retrieval(queries: torch.Tensor, memory: Any, temperature: float,
                       top_k: int | None, query_chunk: int, memory_chunk: int) -> np.ndarray:
-    from cmcr.retrieval import retrieve_pseudo_embeddings
+    from cmcr.method.retrieval import retrieve_pseudo_embeddings
     return retrieve_pseudo_embeddings(queries, memory, temperature, top_k, device="cpu",
                                       query_chunk=query_chunk, memory_chunk=memory_chunk)
 
@@ -128,7 +128,7 @@ def measure_variant(variant: str, settings: dict[str, Any], output_path: str,
     torch.set_num_threads(settings["threads"])
     queries = unit_rows(settings["queries"], settings["dim"], seed=1)
     if settings.get("store"):
-        from cmcr.store import open_store
+        from cmcr.data.store import open_store
         memory: Any = open_store(settings["store"])
     else:
         memory = unit_rows(settings["memory"], settings["dim"], seed=2)
@@ -211,7 +211,7 @@ def print_comparison(measured: dict[str, Measurement]) -> None:
 
 def write_memory_store(path: Path, rows: int, dim: int) -> None:
     """A float16 store of random unit rows, written slice by slice (never whole in RAM)."""
-    from cmcr.store import StoreWriter
+    from cmcr.data.store import StoreWriter
     generator = torch.Generator().manual_seed(2)
     writer = StoreWriter(path, dim=dim, dtype="float16", normalized=True, shard_rows=131072,
                          overwrite=True)

@@ -70,7 +70,7 @@ def make_centres(clusters: int, dim: int, seed: int = 0) -> np.ndarray:
 
 
 def write_rows(path: Path, rows: int, dim: int, clusters: int, chunk: int = 65536) -> None:
-    from cmcr.store import StoreWriter
+    from cmcr.data.store import StoreWriter
 
     centres = make_centres(clusters, dim)
     writer = StoreWriter(path, dim=dim, space="bench:generated", modality="image",
@@ -93,7 +93,7 @@ def anon_rss() -> int:
 def build_child(store_dir: str, out_dir: str, index_type: str, queue: Any) -> None:
     """Build one index of the generated store (rows are already joint-space: identity projector)."""
     from cmcr.serve.index import Collection, IndexManifest, build_collection, write_manifest
-    from cmcr.store import open_store
+    from cmcr.data.store import open_store
 
     store = open_store(store_dir)
     baseline, peak, done = anon_rss(), [0], threading.Event()

@@ -3,7 +3,7 @@
 What is compared (two 512-d spaces, projector preset ``clap-clip``: Linear 512->1024, BN, ReLU,
 Linear 1024->512, BN; synthetic unit rows; batch B = 4096 shared-modality items by default):
 
-* ``train step`` -- ``cmcr.train._train_step`` on batches already in RAM: noise, both projectors
+* ``train step`` -- ``cmcr.method.train._train_step`` on batches already in RAM: noise, both projectors
   forward on the concatenated 2B rows (queries + pseudo partners) per space, the C-MCR loss
   (two InfoNCE terms on B x B logits, the intra term), backward, AdamW and scheduler steps.
 * ``ceiling``    -- only the matrix products that step cannot avoid, with ``torch.mm`` on
@@ -40,16 +40,16 @@ from typing import Callable
 import torch
 
 from cmcr.config import MethodConfig, ModelConfig, ProjectorConfig, SpaceSpec, TrainConfig, from_dict
-from cmcr.model import ConnectedModel
-from cmcr.retrieval import as_store
-from cmcr.train import TrainingData, _train_step, cmcr_batch_loss, train_projectors
+from cmcr.method.model import ConnectedModel
+from cmcr.method.retrieval import as_store
+from cmcr.method.train import TrainingData, _train_step, cmcr_batch_loss, train_projectors
 
 SPACES = ("clip", "clap")
 
 
 # -- model and data -----------------------------------------------------------------------------
 def build_model(dim: int, preset: str) -> ConnectedModel:
-    """A fresh connected model as ``cmcr.connect.build_model`` makes it, for two dim-d spaces."""
+    """A fresh connected model as ``cmcr.pipeline.build_model`` makes it, for two dim-d spaces."""
     projector = from_dict(ProjectorConfig, {"preset": preset})
     spaces = {"clip": SpaceSpec(modalities=["text", "image"], dim=dim),
               "clap": SpaceSpec(modalities=["text", "audio"], dim=dim)}

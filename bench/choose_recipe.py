@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmcr.connect import connect
+from cmcr.pipeline import connect
 from cmcr.study import regimes
 from cmcr.study.geometry_data import Geometry
 from cmcr.world import demo

@@ -13,7 +13,7 @@ Three sections, each compared with a float32 or CPU reference:
 * ``train``  -- ``cmcr connect`` on stores of random unit rows at the paper's size (batch 4,096,
   the clap-clip heads 512-1024-512): cold (memory retrieval + training), then again with the
   pseudo pairs cached (training alone); steps/s and peak memory; the loss must fall.
-* ``search`` -- ``cmcr.retrieval``'s exact memory retrieval on the device against the CPU and a
+* ``search`` -- ``cmcr.method.retrieval``'s exact memory retrieval on the device against the CPU and a
   float64 softmax; FAISS exact search on the GPU (when this FAISS has GPU support) against FAISS on
   the CPU, and torch's exact top-k on the device against FAISS on the CPU.
 
@@ -146,7 +146,7 @@ def build_vit_b32_clip(directory: Path) -> Path:
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
 
     from cmcr.spaces.clip import clip_image_processor
-    from cmcr.world.tokenizer import write_bpe_files
+    from cmcr.spaces.tokenizer import write_bpe_files
 
     write_bpe_files(directory, style="clip")
     tokenizer = CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
@@ -167,7 +167,7 @@ def build_htsat_clap(directory: Path) -> Path:
     from transformers import (ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor,
                               RobertaTokenizer)
 
-    from cmcr.world.tokenizer import write_bpe_files
+    from cmcr.spaces.tokenizer import write_bpe_files
 
     write_bpe_files(directory, style="roberta")
     tokenizer = RobertaTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
@@ -249,7 +249,7 @@ def embed_run(spec: str, modality: str, items: list, out: Path, device: str, dty
     of the first batch to the end of the last (model loaded and warm, decoding workers started)."""
     from cmcr.embed import embed_items
     from cmcr.spaces import load_space
-    from cmcr.store import open_store
+    from cmcr.data.store import open_store
 
     space = load_space(spec, device=device, dtype=dtype)
     space.embed(modality, [item.source for item in items[:2]])  # load and warm up the tower
@@ -321,7 +321,7 @@ def _report_embed_row(report: Report, args: Any, kind: str, modality: str, dtype
 def write_training_stores(folder: Path, sizes: Sizes) -> Path:
     """Random unit rows: CLAP's texts are a fixed rotation of CLIP's plus noise (so there is
     something to learn), memories are unrelated. Returns a connect config beside them."""
-    from cmcr.store import write_store
+    from cmcr.data.store import write_store
 
     generator = np.random.default_rng(1)
     dim = 512
@@ -386,7 +386,7 @@ def check_train(report: Report, sizes: Sizes, device: str, folder: Path) -> None
 
 # -- search --------------------------------------------------------------------------------------
 def check_retrieval(report: Report, sizes: Sizes, device: str) -> None:
-    from cmcr.retrieval import retrieve_pseudo_embeddings
+    from cmcr.method.retrieval import retrieve_pseudo_embeddings
 
     generator = np.random.default_rng(2)
     queries = unit(generator.standard_normal((sizes.retrieval_queries, 512), dtype=np.float32))
@@ -468,7 +468,7 @@ def check_faiss(report: Report, sizes: Sizes, device: str, k: int = 10) -> None:
 
 
 def check_search(report: Report, sizes: Sizes, device: str, folder: Path) -> None:
-    report.section(f"search: exact retrieval (cmcr.retrieval) and FAISS, {device} against CPU")
+    report.section(f"search: exact retrieval (cmcr.method.retrieval) and FAISS, {device} against CPU")
     check_retrieval(report, sizes, device)
     check_faiss(report, sizes, device)
 

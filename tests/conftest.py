@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Threads chosen as the command line chooses them (cores that no other process keeps busy), so
 # the suite does not slow down tenfold on a shared machine.
-from cmcr.threads import configure_threads  # noqa: E402
+from cmcr.runtime.threads import configure_threads  # noqa: E402
 
 configure_threads()
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -24,7 +24,7 @@ from PIL import Image
 
 from cmcr.cli import main
 from cmcr.config import ModelConfig, ProjectorConfig, SpaceSpec
-from cmcr.model import ConnectedModel
+from cmcr.method.model import ConnectedModel
 
 COLOURS = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (240, 200, 30), (150, 60, 190),
            (30, 190, 200), (250, 130, 20), (90, 90, 90)]
@@ -117,7 +117,7 @@ def gap_world(tmp_path_factory, tiny_clip_dir, tiny_clap_dir) -> dict[str, Path]
     """Images, sounds and texts of several concepts (stores whose metadata give each row's
     concept as its label) indexed with a model that keeps a modality gap."""
     from cmcr.spaces import load_space
-    from cmcr.store import write_store
+    from cmcr.data.store import write_store
 
     root = tmp_path_factory.mktemp("gap-world")
     pictures, sounds, captions = write_gap_media(root / "media")

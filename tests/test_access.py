@@ -9,7 +9,6 @@ import json
 import re
 import urllib.parse
 
-import numpy as np
 import pytest
 
 from cmcr import Index

@@ -22,7 +22,7 @@ from cmcr.cli import main
 from cmcr.embed import ERRORS_FILE, collect_inputs, embed_items, read_errors
 from cmcr.errors import StoreError
 from cmcr.spaces import load_space
-from cmcr.store import open_store, write_store
+from cmcr.data.store import open_store, write_store
 
 CONNECT_YAML = """\
 spaces:

@@ -13,9 +13,9 @@ import pytest
 from cmcr import Index
 from cmcr.cli import main
 from cmcr.errors import ConfigError, StoreError
-from cmcr.model import ConnectedModel
+from cmcr.method.model import ConnectedModel
 from cmcr.serve.calibration import CollectionCalibration, row_moments
-from cmcr.store import open_store
+from cmcr.data.store import open_store
 
 
 def joint_rows(world, name: str) -> np.ndarray:

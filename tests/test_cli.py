@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cmcr.cli import build_parser, main
-from cmcr.store import write_store
+from cmcr.data.store import write_store
 
 
 def _subcommands():

@@ -12,9 +12,9 @@ from safetensors.numpy import load_file
 from cmcr import ConnectedModel
 from cmcr.cli import main
 from cmcr.eval.metrics import retrieval_metrics
-from cmcr.store import open_store, write_store
+from cmcr.data.store import open_store, write_store
 from cmcr.eval.baselines import apply_linear_map, fit_linear_map
-from cmcr.synthetic import SyntheticSizes, write_synthetic_example
+from cmcr.data.synthetic import SyntheticSizes, write_synthetic_example
 
 SMALL = SyntheticSizes(texts=3000, images=1500, audio=1500, test_pairs=300)
 
@@ -79,7 +79,7 @@ def test_a_saved_config_reruns_from_anywhere_and_gives_the_same_model(example, t
     import shutil
 
     from cmcr.config import ConnectConfig, read_config_file
-    from cmcr.connect import connect
+    from cmcr.pipeline import connect
 
     root, config_path = example
     project = tmp_path / "project"

@@ -7,7 +7,7 @@ import pytest
 
 from cmcr.cli import main
 from cmcr.config import MethodConfig
-from cmcr.geometry import GEOMETRY_KEYS, REAL_CLIP
+from cmcr.spaces.geometry import GEOMETRY_KEYS, REAL_CLIP
 from cmcr.recipes import RECIPE_ADDITIONS, RECIPES
 from cmcr.world.demo import DemoSettings, paper_settings, run_demo
 from cmcr.world.generate import WorldSizes, generate_world
@@ -88,7 +88,7 @@ def test_inspect_on_the_demo_stores_reproduces_its_regime_block(demo, capsys):
 
 def test_the_upper_bound_keeps_its_best_held_out_epoch(demo):
     from cmcr import ConnectedModel
-    from cmcr.store import open_store
+    from cmcr.data.store import open_store
     from cmcr.world.bound import OBJECTIVES, held_out_map, split_pairs
     from cmcr.world.generate import load_world
 
@@ -187,7 +187,7 @@ def test_rerun_reuses_the_world_and_the_embeddings(demo, monkeypatch):
 
 def test_extend_mode_keeps_clip_and_is_compared_with_cmcr(demo):
     out, results = demo
-    block = results["extend"]  # Ex-MCR's extend mode vs C-MCR (issue 13; cmcr.world.extend)
+    block = results["extend"]  # Ex-MCR's extend mode vs C-MCR (issue 13; cmcr.world.compare_extend)
     assert set(block["audio_to_image"]) == {"cmcr", "extend", "extend_text_queries",
                                             "extend_text_pair"}
     retention = block["retention"]
@@ -257,8 +257,8 @@ def test_the_demo_leaves_a_search_index_that_ranks_like_the_evaluation(demo):
     import numpy as np
 
     from cmcr import Index
-    from cmcr.model import ConnectedModel
-    from cmcr.store import open_store
+    from cmcr.method.model import ConnectedModel
+    from cmcr.data.store import open_store
 
     out, _ = demo
     index = Index.open(out, device="cpu")  # the demo folder: its index/ is found
@@ -315,7 +315,7 @@ def test_the_connection_prints_the_same_table_at_one_and_two_threads(demo, seed,
     import torch
 
     from cmcr.config import load_connect_config
-    from cmcr.connect import connect
+    from cmcr.pipeline import connect
     from cmcr.world.demo import concept_positives, retrieval_with_intervals
     from cmcr.world.generate import load_world
     from cmcr.world.stages import FrozenEmbeddings

@@ -12,7 +12,7 @@ from cmcr.cli import main
 from cmcr.embed import ERRORS_FILE, collect_inputs, embed_items, grid_batches
 from cmcr.errors import InputError, StoreError
 from cmcr.spaces import load_space
-from cmcr.store import open_store
+from cmcr.data.store import open_store
 
 
 class Interrupt(Exception):
@@ -132,7 +132,7 @@ def test_cli_bad_input_is_a_one_line_error(tiny_clip_dir, tmp_path, capsys):
 
 def test_a_second_run_into_the_same_store_is_refused_while_the_first_holds_it(clip, image_dir,
                                                                               tmp_path):
-    from cmcr.store import store_lock
+    from cmcr.data.store import store_lock
 
     items = collect_inputs(image_dir, "image")
     with store_lock(tmp_path / "out"):

@@ -12,8 +12,8 @@ from cmcr.cli import main
 from cmcr.cli.evaluate import TASK_NAMES
 from cmcr.config import ModelConfig, ProjectorConfig, SpaceSpec
 from cmcr.eval.tasks import TASKS
-from cmcr.model import ConnectedModel
-from cmcr.store import write_store
+from cmcr.method.model import ConnectedModel
+from cmcr.data.store import write_store
 
 
 def _save_model(directory, spaces: dict[str, list[str]], shared: str, shared_space: str):
@@ -140,7 +140,7 @@ def test_ave_event_protocol_decodes_the_annotated_seconds(tmp_path, model_dir, s
                  "--out", str(out), *space_args]) == 0
     record = _results(out, "retrieval", "ave")
     assert record["protocol"]["name"] == "event" and record["items"] == 3
-    from cmcr.store import open_store
+    from cmcr.data.store import open_store
 
     sizes = sorted(len(open_store(p.parent)) for p in (out / "cache").rglob("store.json"))
     assert sizes == [3, 2 + 2 + 6]  # 3 event sounds; the frames of seconds 6-7, 7-8 and 3-8

@@ -10,17 +10,17 @@ import pytest
 import torch
 import yaml
 
-from cmcr.aggregate import centric_set, modality_centric_pool, transfer_average
+from cmcr.extend.aggregate import centric_set, modality_centric_pool, transfer_average
 from cmcr.cli import main
 from cmcr.config import ConnectConfig, MethodConfig, load_connect_config
-from cmcr.connect import connect
+from cmcr.pipeline import connect
 from cmcr.errors import ConfigError
 from cmcr.eval.metrics import chance_retrieval_metrics, retrieval_metrics
-from cmcr.exmcr import dense_alignment
-from cmcr.model import ConnectedModel
-from cmcr.retrieval import retrieve_pseudo_embeddings
-from cmcr.store import open_store
-from cmcr.synthetic import SyntheticSizes, write_synthetic_example
+from cmcr.extend.objective import dense_alignment
+from cmcr.method.model import ConnectedModel
+from cmcr.method.retrieval import retrieve_pseudo_embeddings
+from cmcr.data.store import open_store
+from cmcr.data.synthetic import SyntheticSizes, write_synthetic_example
 
 SMALL = SyntheticSizes(texts=900, images=450, audio=450, test_pairs=120, concepts=16,
                        latent_dim=8, dim_a=24, dim_b=20)
@@ -180,7 +180,7 @@ def test_ablations_change_the_pool_and_the_pairs(example, tmp_path):
 
 
 def test_extend_resume_gives_identical_weights(example, tmp_path, monkeypatch):
-    import cmcr.train as train_module
+    import cmcr.method.train as train_module
 
     _, config_path = example
     config = load_connect_config(config_path, EXTEND + ["train.epochs=3"])

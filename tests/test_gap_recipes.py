@@ -10,11 +10,11 @@ import torch
 from cmcr import ConnectedModel
 from cmcr.cli import main
 from cmcr.config import ConfigError, MethodConfig
-from cmcr.geometry import unit_rows
-from cmcr.method import noise_variance
-from cmcr.store import open_store
-from cmcr.synthetic import SyntheticSizes, write_synthetic_example
-from cmcr.train import cmcr_batch_loss
+from cmcr.spaces.geometry import unit_rows
+from cmcr.method.objective import noise_variance
+from cmcr.data.store import open_store
+from cmcr.data.synthetic import SyntheticSizes, write_synthetic_example
+from cmcr.method.train import cmcr_batch_loss
 
 SMALL = SyntheticSizes(texts=1024, images=512, audio=512, test_pairs=64)
 

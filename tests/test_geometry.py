@@ -1,11 +1,11 @@
-"""cmcr.geometry on real CLIP rows and on generated spaces of known geometry."""
+"""cmcr.spaces.geometry on real CLIP rows and on generated spaces of known geometry."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cmcr import geometry
+from cmcr.spaces import geometry
 from cmcr.study.geometry_data import Geometry, Sizes, make_two_spaces, spectrum_for
 
 REAL_ROWS = Path(__file__).parent / "data" / "real-clip" / "features_clip.npy"

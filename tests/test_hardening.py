@@ -13,7 +13,7 @@ import torch
 
 from cmcr.cli import main
 from cmcr.errors import CheckpointError, ConfigError, StoreError
-from cmcr.store import StoreWriter, open_store, write_store
+from cmcr.data.store import StoreWriter, open_store, write_store
 
 
 def unit_rows(count: int, dim: int) -> np.ndarray:
@@ -84,12 +84,12 @@ class Payload:
 
 
 def test_a_checkpoint_with_python_objects_is_not_unpickled_or_excused(tmp_path, capsys):
-    from cmcr.official import read_official_state
+    from cmcr.data.weights import read_torch_state
 
     path = tmp_path / "objects.pt"
     torch.save({"Head_A.net.0.weight": torch.zeros(2, 2), "extra": Payload()}, path)
     with pytest.raises(CheckpointError, match="not a plain tensor checkpoint") as caught:
-        read_official_state(path)
+        read_torch_state(path)
     assert "weights_only" not in str(caught.value).replace("weights_only=True", "")
     assert main(["import-official", str(path), "--kind", "ulip-clip", "--out",
                  str(tmp_path / "m")]) == 2

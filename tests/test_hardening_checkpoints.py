@@ -19,9 +19,9 @@ from safetensors.torch import load_file
 
 from cmcr.cli import main
 from cmcr.errors import CheckpointError
-from cmcr.model import ConnectedModel
-from cmcr.official import import_official
-from cmcr.weights import save_safetensors
+from cmcr.method.model import ConnectedModel
+from cmcr.method.official import import_official
+from cmcr.data.weights import save_safetensors
 from cmcr.spaces import load_space
 from cmcr.world.toy_spaces import packaged_space_dir
 
@@ -307,7 +307,7 @@ def test_space_weights_with_nan_name_the_file_and_the_tensor(tmp_path, capsys):
 SAVE_SCRIPT = """
 import sys, torch
 from cmcr.config import ModelConfig, ProjectorConfig, SpaceSpec
-from cmcr.model import ConnectedModel
+from cmcr.method.model import ConnectedModel
 torch.manual_seed(0)
 config = ModelConfig(spaces={"a": SpaceSpec(["image", "text"], 8), "b": SpaceSpec(["audio", "text"], 6)},
                      projectors={"a": ProjectorConfig(hidden=16, out_dim=4),

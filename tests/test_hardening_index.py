@@ -19,8 +19,8 @@ import torch
 from cmcr import Index
 from cmcr.cli import main
 from cmcr.errors import CheckpointError, StoreError
-from cmcr.model import ConnectedModel
-from cmcr.store import write_store
+from cmcr.method.model import ConnectedModel
+from cmcr.data.store import write_store
 from search_fixtures import build_joint_model, free_port
 
 

@@ -19,9 +19,9 @@ from PIL import Image
 from cmcr.cli import main
 from cmcr.embed import ERRORS_FILE, collect_inputs
 from cmcr.errors import InputError
-from cmcr.processing import load_audio, load_image, read_texts
+from cmcr.data.processing import load_audio, load_image, read_texts
 from cmcr.spaces import load_space
-from cmcr.store import open_store
+from cmcr.data.store import open_store
 
 SEPARATORS = "\u2028\u2029\x0c\x0b\x1c\x1d\x1e\x85"  # str.splitlines breaks at all of these
 

@@ -15,13 +15,13 @@ import torch
 
 from cmcr.cli import main
 from cmcr.config import ConnectConfig, SpaceSpec
-from cmcr.connect import connect
+from cmcr.pipeline import connect
 from cmcr.errors import CheckpointError, ConfigError
-from cmcr.model import ConnectedModel
-from cmcr.official import _cmcr_to_official_key, _model_config, OFFICIAL_KINDS, import_official
-from cmcr.official_exmcr import _extended_model, import_exmcr_head, official_key
-from cmcr.store import write_store
-from cmcr.unified import unify
+from cmcr.method.model import ConnectedModel
+from cmcr.method.official import _cmcr_to_official_key, _model_config, OFFICIAL_KINDS, import_official
+from cmcr.extend.official import _extended_model, import_exmcr_head, official_key
+from cmcr.data.store import write_store
+from cmcr.extend.unified import unify
 from cmcr.world.toy_spaces import packaged_space_dir
 
 TOY_CLIP = packaged_space_dir("clip")

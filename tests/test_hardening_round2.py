@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cmcr.store import LOCK_FILE, store_lock
+from cmcr.data.store import LOCK_FILE, store_lock
 
 RACERS, TRIALS = 8, 5
 
@@ -83,8 +83,8 @@ def _unit_rows(count: int, dim: int, seed: int = 0):
 
 def _tiny_training(epochs: int = 3):
     from cmcr.config import ConnectConfig
-    from cmcr.retrieval import as_store
-    from cmcr.train import TrainingData
+    from cmcr.method.retrieval import as_store
+    from cmcr.method.train import TrainingData
 
     data = TrainingData(space_names=("clip", "clap"),
                         queries=(as_store(_unit_rows(64, 16, 1)), as_store(_unit_rows(64, 12, 2))),
@@ -100,8 +100,8 @@ def _tiny_training(epochs: int = 3):
 def _train(data, config, out, **options):
     import torch
 
-    from cmcr.connect import build_model
-    from cmcr.train import train_projectors
+    from cmcr.pipeline import build_model
+    from cmcr.method.train import train_projectors
 
     torch.manual_seed(config.train.seed)
     model = build_model(config, dict(zip(data.space_names, data.queries)))
@@ -119,7 +119,7 @@ def _epochs_logged(path: Path) -> list[int]:
 
 def test_a_cut_last_metrics_line_is_dropped_and_the_resume_trains_that_epoch_again(tmp_path,
                                                                                     capsys):
-    from cmcr.train import METRICS_NAME
+    from cmcr.method.train import METRICS_NAME
 
     data, config = _tiny_training()
     whole = _train(data, config, tmp_path / "whole").state_dict()
@@ -141,7 +141,7 @@ def test_a_cut_last_metrics_line_is_dropped_and_the_resume_trains_that_epoch_aga
 
 def test_a_bad_metrics_line_in_the_middle_is_named_with_its_line(tmp_path):
     from cmcr.errors import CheckpointError
-    from cmcr.train import METRICS_NAME
+    from cmcr.method.train import METRICS_NAME
 
     data, config = _tiny_training()
     _train(data, config, tmp_path / "run")
@@ -168,7 +168,7 @@ def test_connect_resume_after_a_cut_metrics_line_is_not_an_internal_error(tmp_pa
 
 def _example(tmp_path: Path, **sizes) -> Path:
     """A tiny generated connect problem (2 epochs); returns its config file."""
-    from cmcr.synthetic import SyntheticSizes, write_synthetic_example
+    from cmcr.data.synthetic import SyntheticSizes, write_synthetic_example
 
     shape = dict(texts=40, images=20, audio=20, test_pairs=10, dim_a=16, dim_b=12) | sizes
     return write_synthetic_example(tmp_path / "data", seed=1, sizes=SyntheticSizes(**shape),
@@ -214,7 +214,7 @@ def test_a_ray_address_without_a_usable_port_is_named(address):
 def _one_row_config(tmp_path: Path, **extra) -> Path:
     import yaml
 
-    from cmcr.store import write_store
+    from cmcr.data.store import write_store
 
     for name, rows, dim, modality in (("a_text", 1, 16, "text"), ("b_text", 1, 12, "text"),
                                       ("a_image", 5, 16, "image"), ("b_audio", 5, 12, "audio")):
@@ -332,7 +332,7 @@ def test_a_deeply_nested_config_file_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("file", ["store.json", "ids-00000.jsonl"])
 def test_a_deeply_nested_store_file_is_one_line(tmp_path, capsys, file):
     from cmcr.cli import main
-    from cmcr.store import write_store
+    from cmcr.data.store import write_store
 
     store = write_store(tmp_path / "store", _unit_rows(3, 4), ["a", "b", "c"], modality="text")
     deep = "[" * 100_000 + "]" * 100_000

@@ -25,7 +25,7 @@ from PIL import Image
 
 from cmcr.cli import main
 from cmcr.serve.query import UploadLimitError, UploadLimits, sniff_upload
-from cmcr.store import open_store, write_store
+from cmcr.data.store import open_store, write_store
 from search_fixtures import free_port, wait_until_serving
 from test_serve import call, get_json, post_file, still_serving
 

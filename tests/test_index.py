@@ -12,11 +12,11 @@ import pytest
 from cmcr import Index
 from cmcr.cli import main
 from cmcr.errors import CheckpointError, ConfigError, InputError, StoreError
-from cmcr.model import ConnectedModel
+from cmcr.method.model import ConnectedModel
 from cmcr.serve import ann
 from cmcr.serve.index import StoreSource, row_source
 from cmcr.serve.records import StringTable, StringTableWriter
-from cmcr.store import StoreWriter, open_store, write_store
+from cmcr.data.store import StoreWriter, open_store, write_store
 from search_fixtures import build_joint_model
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cmcr.eval import intervals, metrics
-from cmcr.geometry import effective_dim, matched_cosine, modality_gap
+from cmcr.spaces.geometry import effective_dim, matched_cosine, modality_gap
 from cmcr.world.regime import noise_cosine, random_unit_rows
 
 

@@ -20,9 +20,9 @@ import torch
 
 from cmcr.cli import main
 from cmcr.errors import CheckpointError, ConfigError
-from cmcr.processing import load_audio
+from cmcr.data.processing import load_audio
 from cmcr.spaces import laion_clap, load_space
-from cmcr.store import open_store
+from cmcr.data.store import open_store
 
 DATA = Path(__file__).parent / "data" / "laion-clap"
 TOKENIZER = DATA / "tokenizer"
@@ -204,7 +204,7 @@ def test_a_checkpoint_holding_python_objects_is_never_unpickled(checkpoints, tmp
 
 
 def test_a_tokenizer_of_another_size_is_refused(checkpoints, tmp_path):
-    from cmcr.world.tokenizer import write_bpe_files
+    from cmcr.spaces.tokenizer import write_bpe_files
 
     other = write_bpe_files(tmp_path / "tok", ["zebra"], style="roberta")
     with pytest.raises(ConfigError, match="tokens, the checkpoint's text tower"):

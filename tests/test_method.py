@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cmcr.config import MethodConfig
-from cmcr.method import add_noise, cmcr_loss, info_nce, intra_alignment
+from cmcr.method.objective import add_noise, cmcr_loss, info_nce, intra_alignment
 
 
 def _unit(rows: int, dim: int, seed: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ from torch import nn
 import cmcr
 from cmcr.config import ModelConfig, ProjectorConfig, SpaceSpec, from_dict
 from cmcr.errors import CheckpointError, ConfigError
-from cmcr.model import CONFIG_NAME, WEIGHTS_NAME, ConnectedModel, Projector
+from cmcr.method.model import CONFIG_NAME, WEIGHTS_NAME, ConnectedModel, Projector
 
 DIMS = {"clip": 6, "clap": 5}
 
@@ -269,7 +269,7 @@ def test_weights_with_other_layers_name_the_file(tmp_path):
 
 
 def test_thread_stable_batch_norm_matches_torchs_and_does_not_depend_on_threads():
-    from cmcr.heads import ThreadStableBatchNorm1d
+    from cmcr.extend.heads import ThreadStableBatchNorm1d
 
     rows = torch.randn(256, 512, generator=torch.Generator().manual_seed(0)) * 3 + 1
     stable, reference = ThreadStableBatchNorm1d(512), nn.BatchNorm1d(512)

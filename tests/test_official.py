@@ -12,8 +12,8 @@ from torch import nn
 
 from cmcr.cli import main
 from cmcr.errors import CheckpointError
-from cmcr.model import ConnectedModel
-from cmcr.official import import_official
+from cmcr.method.model import ConnectedModel
+from cmcr.method.official import import_official
 from tiny_models import randomised
 
 OFFICIAL_DIR = Path(__file__).resolve().parent / "data" / "official-cmcr"  # CC-BY 4.0, see README there

@@ -16,9 +16,9 @@ from torch import nn
 from cmcr.cli import main
 from cmcr.config import ProjectorConfig, from_dict
 from cmcr.errors import CheckpointError
-from cmcr.heads import ExMcrHead, inner_and_output
-from cmcr.model import ConnectedModel
-from cmcr.official_exmcr import import_exmcr, import_exmcr_head
+from cmcr.extend.heads import ExMcrHead, inner_and_output
+from cmcr.method.model import ConnectedModel
+from cmcr.extend.official import import_exmcr, import_exmcr_head
 from tiny_models import randomised
 
 

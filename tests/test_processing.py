@@ -11,7 +11,7 @@ import soundfile
 from PIL import Image
 
 from cmcr.errors import InputError, MissingDependencyError
-from cmcr.processing import load_audio, load_image, read_texts, to_rgb
+from cmcr.data.processing import load_audio, load_image, read_texts, to_rgb
 
 
 # -- images --------------------------------------------------------------------------------------

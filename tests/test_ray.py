@@ -22,9 +22,9 @@ import yaml
 from cmcr.cli import main
 from cmcr.embed import ERRORS_FILE, InputItem, collect_inputs, embed_items
 from cmcr.errors import ConfigError
-from cmcr.retrieval import retrieve_pseudo_embeddings
+from cmcr.method.retrieval import retrieve_pseudo_embeddings
 from cmcr.spaces import load_space
-from cmcr.store import open_store, write_store
+from cmcr.data.store import open_store, write_store
 
 try:
     import ray
@@ -75,8 +75,8 @@ def test_a_missing_ray_names_the_extra_to_install(tiny_clip_dir, image_dir, tmp_
 
 
 def test_the_core_never_imports_ray():
-    modules = ("cmcr, cmcr.cli, cmcr.connect, cmcr.embed, cmcr.retrieval, cmcr.store, "
-               "cmcr.train, cmcr.model, cmcr.method, cmcr.distributed")
+    modules = ("cmcr, cmcr.cli, cmcr.pipeline, cmcr.embed, cmcr.method.retrieval, cmcr.data.store, "
+               "cmcr.method.train, cmcr.method.model, cmcr.method.objective, cmcr.distributed")
     code = f"import sys, {modules}; print('ray' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
@@ -193,7 +193,7 @@ def test_retrieval_on_ray_equals_the_single_machine_retrieval(local_ray, top_k, 
 
 @needs_ray
 def test_connect_with_ray_caches_the_same_pseudo_pairs(local_ray, tmp_path):
-    from cmcr.synthetic import SyntheticSizes, write_synthetic_example
+    from cmcr.data.synthetic import SyntheticSizes, write_synthetic_example
 
     sizes = SyntheticSizes(texts=300, images=150, audio=150, test_pairs=20, dim_a=16, dim_b=12)
     config = write_synthetic_example(tmp_path / "data", seed=1, sizes=sizes, epochs=1,

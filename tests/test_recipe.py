@@ -14,7 +14,7 @@ from cmcr import recipes
 from cmcr.config import (RECIPE_METHOD_KEYS, ConnectConfig, MethodConfig, load_connect_config,
                          save_config)
 from cmcr.errors import ConfigError
-from cmcr.method import (add_noise, batch_targets, cmcr_loss, info_nce, noise_variance,
+from cmcr.method.objective import (add_noise, batch_targets, cmcr_loss, info_nce, noise_variance,
                          soft_cross_entropy, text_agreement)
 
 
@@ -143,7 +143,7 @@ def test_recipe_options_are_range_checked(key, value):
 
 
 def test_checkpoint_settings_leave_out_default_recipe_keys():
-    from cmcr.train import _settings
+    from cmcr.method.train import _settings
 
     class Model:
         config = type("C", (), {"projectors": {}})()
@@ -223,8 +223,8 @@ def test_extend_mode_refuses_recipe_method_keys():
 
 # -- a second round of pseudo pairs ----------------------------------------------------------------
 def _tiny_model(dim: int = 6):
-    from cmcr.connect import build_model
-    from cmcr.retrieval import as_store
+    from cmcr.pipeline import build_model
+    from cmcr.method.retrieval import as_store
 
     config = ConnectConfig.from_dict(_raw(projector={"hidden": 8, "out_dim": 4}))
     torch.manual_seed(0)
@@ -233,8 +233,8 @@ def _tiny_model(dim: int = 6):
 
 
 def test_joint_space_pseudo_weights_raw_memory_rows_by_joint_similarity():
-    from cmcr.connect import joint_space_pseudo
-    from cmcr.retrieval import as_store
+    from cmcr.pipeline import joint_space_pseudo
+    from cmcr.method.retrieval import as_store
 
     model = _tiny_model()
     queries, memory = _unit(5, 6, 30), _unit(9, 6, 31) * 2  # raw rows are normalised
@@ -250,8 +250,8 @@ def test_joint_space_pseudo_weights_raw_memory_rows_by_joint_similarity():
 
 
 def test_a_second_round_trains_again(tmp_path):
-    from cmcr.connect import connect
-    from cmcr.synthetic import SyntheticSizes, write_synthetic_example
+    from cmcr.pipeline import connect
+    from cmcr.data.synthetic import SyntheticSizes, write_synthetic_example
 
     sizes = SyntheticSizes(texts=200, images=100, audio=100, test_pairs=20, dim_a=8, dim_b=6)
     path = write_synthetic_example(tmp_path / "data", seed=1, sizes=sizes, epochs=1, batch_size=64)

@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import cmcr.retrieval as retrieval
-from cmcr.retrieval import cached_pseudo_embeddings, retrieve_pseudo_embeddings
-from cmcr.store import StoreWriter, open_store, write_store
+import cmcr.method.retrieval as retrieval
+from cmcr.method.retrieval import cached_pseudo_embeddings, retrieve_pseudo_embeddings
+from cmcr.data.store import StoreWriter, open_store, write_store
 
 DIM = 8
 

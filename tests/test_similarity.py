@@ -10,7 +10,7 @@ import torch
 from cmcr.cli import main
 from cmcr.encoders import JointEmbedder, similarity
 from cmcr.errors import ConfigError
-from cmcr.model import ConnectedModel
+from cmcr.method.model import ConnectedModel
 from cmcr.spaces import load_space
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from cmcr.errors import ConfigError, InputError
 from cmcr.spaces import MODALITIES, load_space
 from cmcr.spaces.clap import centre_crop
-from cmcr.store import write_store
+from cmcr.data.store import write_store
 
 
 @pytest.fixture(scope="module")

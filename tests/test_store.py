@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cmcr.errors import StoreError
-from cmcr.store import MANIFEST, StoreWriter, open_store, write_store
+from cmcr.data.store import MANIFEST, StoreWriter, open_store, write_store
 
 ROWS, DIM, SHARD_ROWS = 23, 6, 5
 

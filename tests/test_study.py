@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from cmcr import geometry
+from cmcr.spaces import geometry
 from cmcr.cli import main
 from cmcr.errors import StoreError
-from cmcr.store import write_store
+from cmcr.data.store import write_store
 from cmcr.study import regimes
 from cmcr.study.geometry_data import Geometry, Sizes, make_two_spaces
 from cmcr.study.inspect import inspect_stores, load_regime_map, nearest_cell

@@ -1,4 +1,4 @@
-"""The library applies cmcr's thread choice (cmcr.threads) at its entry points unless the caller
+"""The library applies cmcr's thread choice (cmcr.runtime.threads) at its entry points unless the caller
 chose first; each case runs in a fresh interpreter, where cmcr sees 5 usable cores, 2 of them
 busy, so its choice is 3 threads (torch's own default here is the machine's physical cores)."""
 
@@ -12,14 +12,14 @@ import textwrap
 
 import pytest
 
-from cmcr.threads import THREAD_VARIABLES, physical_cores
+from cmcr.runtime.threads import THREAD_VARIABLES, physical_cores
 
 ENTRY_POINTS = {
     "Index.open": "import cmcr; cmcr.Index.open(INDEX)",
     "load_space": "import cmcr; cmcr.load_space('clip:' + CLIP)",
     "JointEmbedder": textwrap.dedent("""
         from cmcr.encoders import JointEmbedder
-        from cmcr.model import ConnectedModel
+        from cmcr.method.model import ConnectedModel
         from cmcr.spaces.registry import space_class
         JointEmbedder(ConnectedModel.from_pretrained(MODEL),
                       {"clip": space_class("clip")(CLIP), "clap": space_class("clap")(CLAP)})"""),
@@ -41,7 +41,7 @@ def run_fresh(before: str, entry: str, world: dict, clip: str, clap: str, tmp_pa
     """Run ``before`` then ``entry`` in a new interpreter; torch's and FAISS's thread counts."""
     script = "\n".join([
         "import json, sys, torch",
-        "import cmcr.threads as threads",
+        "import cmcr.runtime.threads as threads",
         "threads.usable_cores = lambda: 5",
         "threads.busy_cores = lambda interval=0.05: 2",
         f"INDEX, MODEL, CLIP, CLAP, OUT = {str(world['index'])!r}, {str(world['model'])!r}, "

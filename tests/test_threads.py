@@ -11,7 +11,7 @@ import torch
 
 from cmcr.cli import main, pop_threads_option
 from cmcr.errors import CmcrError, ConfigError
-from cmcr.threads import cgroup_cpu_limit, configure_threads, requested_threads, usable_cores
+from cmcr.runtime.threads import cgroup_cpu_limit, configure_threads, requested_threads, usable_cores
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +56,7 @@ def test_configure_threads_sizes_torch_and_the_environment():
 
 def test_cores_busy_with_other_work_are_left_out(tmp_path, monkeypatch):
     """Two samples of /proc/stat: CPU 0 idle throughout, CPU 1 busy throughout."""
-    import cmcr.threads as threads_module
+    import cmcr.runtime.threads as threads_module
 
     samples = iter(["cpu0 10 0 0 100 0 0 0\ncpu1 10 0 0 100 0 0 0\n",
                     "cpu0 10 0 0 200 0 0 0\ncpu1 110 0 0 100 0 0 0\n"])
@@ -91,7 +91,7 @@ def test_cli_runs_with_the_threads_it_is_given(tmp_path, capsys):
 
 
 def _tiny_store(tmp_path):
-    from cmcr.store import write_store
+    from cmcr.data.store import write_store
 
     return write_store(tmp_path / "s", np.eye(4, dtype=np.float32)).path
 
@@ -101,9 +101,9 @@ def test_training_gives_the_same_model_whatever_the_thread_count(tmp_path):
     its sums by thread, and Adam stepped the Linear biases BatchNorm cancels on that rounding
     noise: weights differed by up to 2e-3 before the projector's own column-mean BatchNorm.)"""
     from cmcr.config import ConnectConfig
-    from cmcr.connect import build_model
-    from cmcr.retrieval import as_store
-    from cmcr.train import TrainingData, train_projectors
+    from cmcr.pipeline import build_model
+    from cmcr.method.retrieval import as_store
+    from cmcr.method.train import TrainingData, train_projectors
 
     rng = np.random.default_rng(0)
 
@@ -131,7 +131,7 @@ def test_training_gives_the_same_model_whatever_the_thread_count(tmp_path):
 
 
 def test_a_long_stage_says_what_it_runs_on(monkeypatch):
-    import cmcr.threads as threads_module
+    import cmcr.runtime.threads as threads_module
 
     torch.set_num_threads(1)
     monkeypatch.setattr(threads_module, "usable_cores", lambda: 2)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from cmcr.config import ConnectConfig, MethodConfig, TrainConfig
-from cmcr.connect import build_model
-from cmcr.retrieval import as_store
-from cmcr.train import (CHECKPOINT_NAME, METRICS_NAME, TrainingData, cosine_lr_factor,
+from cmcr.pipeline import build_model
+from cmcr.method.retrieval import as_store
+from cmcr.method.train import (CHECKPOINT_NAME, METRICS_NAME, TrainingData, cosine_lr_factor,
                         steps_per_epoch, train_projectors)
 
 
@@ -71,7 +71,7 @@ def test_resume_gives_identical_weights(problem, tmp_path, monkeypatch):
     data, config = problem
     reference = _weights(_train(data, config, tmp_path / "full"))
 
-    import cmcr.train as train_module
+    import cmcr.method.train as train_module
 
     real_step, calls = train_module._train_step, {"n": 0}
 
@@ -149,7 +149,7 @@ def test_train_config_defaults_are_the_papers():
 
 
 def test_an_epoch_of_one_step_is_warned_about(capsys):
-    from cmcr.train import steps_per_epoch, warn_if_short_epochs
+    from cmcr.method.train import steps_per_epoch, warn_if_short_epochs
 
     warn_if_short_epochs(400, 4096, steps_per_epoch(400, 4096, True))
     assert "an epoch is 1 step; lower train.batch_size (e.g. 50)" in capsys.readouterr().err

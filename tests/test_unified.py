@@ -13,15 +13,15 @@ import torch
 
 from cmcr.cli import main
 from cmcr.config import ConnectConfig, ModelConfig, ProjectorConfig, SpaceSpec
-from cmcr.connect import connect
+from cmcr.pipeline import connect
 from cmcr.encoders import JointEmbedder
 from cmcr.errors import ConfigError
 from cmcr.eval.metrics import chance_retrieval_metrics, retrieval_metrics
-from cmcr.model import ConnectedModel
+from cmcr.method.model import ConnectedModel
 from cmcr.serve.index import Index
 from cmcr.spaces import load_space
-from cmcr.synthetic import make_three_space_embeddings
-from cmcr.unified import unify
+from cmcr.data.synthetic import make_three_space_embeddings
+from cmcr.extend.unified import unify
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

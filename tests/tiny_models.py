@@ -48,7 +48,7 @@ def tiny_joint_model_dir(tmp_path_factory) -> Path:
     import torch
 
     from cmcr.config import ModelConfig, ProjectorConfig, SpaceSpec
-    from cmcr.model import ConnectedModel
+    from cmcr.method.model import ConnectedModel
 
     torch.manual_seed(0)
     projector = ProjectorConfig(hidden=32, out_dim=8, layers=2)

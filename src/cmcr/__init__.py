@@ -15,29 +15,29 @@ from cmcr.errors import CmcrError, ConfigError, StoreError, CheckpointError
 _LAZY: dict[str, str] = {
     "ConnectConfig": "cmcr.config", "MethodConfig": "cmcr.config",
     "ProjectorConfig": "cmcr.config", "TrainConfig": "cmcr.config",
-    "ConnectedModel": "cmcr.model", "Projector": "cmcr.model",
-    "EmbeddingStore": "cmcr.store", "StoreWriter": "cmcr.store", "open_store": "cmcr.store",
-    "write_store": "cmcr.store",
-    "retrieve_pseudo_embeddings": "cmcr.retrieval",
-    "connect": "cmcr.connect",
-    "unify": "cmcr.unified",
+    "ConnectedModel": "cmcr.method.model", "Projector": "cmcr.method.model",
+    "EmbeddingStore": "cmcr.data.store", "StoreWriter": "cmcr.data.store", "open_store": "cmcr.data.store",
+    "write_store": "cmcr.data.store",
+    "retrieve_pseudo_embeddings": "cmcr.method.retrieval",
+    "connect": "cmcr.pipeline",
+    "unify": "cmcr.extend.unified",
     "load_space": "cmcr.spaces",
     "JointEmbedder": "cmcr.encoders",
     "Index": "cmcr.serve.index", "SearchResult": "cmcr.serve.index",
-    "configure_threads": "cmcr.threads", "usable_cores": "cmcr.threads",
+    "configure_threads": "cmcr.runtime.threads", "usable_cores": "cmcr.runtime.threads",
 }
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from cmcr.config import ConnectConfig, MethodConfig, ProjectorConfig, TrainConfig
-    from cmcr.connect import connect
+    from cmcr.pipeline import connect
     from cmcr.encoders import JointEmbedder
-    from cmcr.model import ConnectedModel, Projector
-    from cmcr.retrieval import retrieve_pseudo_embeddings
+    from cmcr.method.model import ConnectedModel, Projector
+    from cmcr.method.retrieval import retrieve_pseudo_embeddings
     from cmcr.serve.index import Index, SearchResult
     from cmcr.spaces import load_space
-    from cmcr.store import EmbeddingStore, StoreWriter, open_store, write_store
-    from cmcr.threads import configure_threads, usable_cores
-    from cmcr.unified import unify
+    from cmcr.data.store import EmbeddingStore, StoreWriter, open_store, write_store
+    from cmcr.runtime.threads import configure_threads, usable_cores
+    from cmcr.extend.unified import unify
 
 
 def __getattr__(name: str) -> Any:
@@ -52,4 +52,10 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-__all__ = ["__version__", "CmcrError", "ConfigError", "StoreError", "CheckpointError", *_LAZY]
+__all__ = [
+    "__version__", "CmcrError", "ConfigError", "StoreError", "CheckpointError",
+    "ConnectConfig", "MethodConfig", "ProjectorConfig", "TrainConfig", "ConnectedModel",
+    "Projector", "EmbeddingStore", "StoreWriter", "open_store", "write_store",
+    "retrieve_pseudo_embeddings", "connect", "unify", "load_space", "JointEmbedder", "Index",
+    "SearchResult", "configure_threads", "usable_cores",
+]

@@ -499,7 +499,7 @@ class SpaceSpec(Checked):
     modalities: list[str]
     dim: int = ranged(dataclasses.MISSING, 1)
     # The frozen space the model was trained on: its spec ("kind:name_or_path") and its weights'
-    # sha256 (cmcr.unified checks a unified model's bases agree); None: not known (a model saved
+    # sha256 (cmcr.extend.unified checks a unified model's bases agree); None: not known (a model saved
     # by an earlier cmcr, or trained on stores that do not record their space).
     frozen: str | None = None
     weights_sha256: str | None = None

@@ -7,7 +7,7 @@ batches, in input order, to :func:`cmcr.embed.embed_items`, whose store writer, 
 lock and resume logic are the single-machine ones: the store is the one a single process writes
 (same batches, same model, same bytes), whatever the number of workers.
 
-Retrieval: each query chunk is a Ray task running :func:`cmcr.retrieval.retrieve_pseudo_embeddings`
+Retrieval: each query chunk is a Ray task running :func:`cmcr.method.retrieval.retrieve_pseudo_embeddings`
 against the whole memory, streamed as on one machine; the driver appends the chunks in order.
 
 Ray is imported only by the functions here, and only when the Ray path is asked for.
@@ -33,9 +33,9 @@ import numpy as np
 from cmcr.embed import (Batch, Collate, EmbedSummary, InputItem, ItemDataset, check_unique,
                         item_source, collect_inputs, embed_items, grid_batches)
 from cmcr.errors import ConfigError, InputError, MissingDependencyError
-from cmcr.retrieval import Retriever, RowSource, as_store, retrieve_pseudo_embeddings
+from cmcr.method.retrieval import Retriever, RowSource, as_store, retrieve_pseudo_embeddings
 from cmcr.spaces.base import Preprocessor
-from cmcr.store import StoreWriter, open_store
+from cmcr.data.store import StoreWriter, open_store
 
 FILE_LISTS = (".txt", ".csv", ".jsonl", ".parquet")  # with --ray: lists of paths or URIs
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -69,7 +69,7 @@ def connect_ray(address: str | None = None, timeout: float = RAY_TIMEOUT_S) -> A
             wait_for_ray(named, timeout)
             ray.init(address=address or None)
         else:
-            from cmcr.threads import usable_cores
+            from cmcr.runtime.threads import usable_cores
 
             ray.init(address="local", num_cpus=usable_cores(), include_dashboard=False)
     return ray
@@ -119,7 +119,7 @@ def _node_id() -> str:
 
 def _one_thread() -> None:
     """A task or actor uses the one CPU Ray gave it (torch's default of one spinning thread per
-    core is up to 10x slower on a busy machine; see cmcr.threads)."""
+    core is up to 10x slower on a busy machine; see cmcr.runtime.threads)."""
     import torch
 
     torch.set_num_threads(1)
@@ -142,7 +142,7 @@ def list_inputs(path: str | Path, modality: str, *, column: str | None = None,
     if modality == "text" or path.suffix.lower() not in FILE_LISTS:
         return collect_inputs(path, modality, column=column, id_column=id_column,
                               extensions=extensions)
-    from cmcr.processing import read_texts
+    from cmcr.data.processing import read_texts
 
     if path.suffix.lower() == ".txt":
         entries = [(text, text) for _, text in read_texts(path) if not text.startswith("#")]
@@ -426,5 +426,5 @@ def _keep_chunk(ray: Any, queries: Any, out: StoreWriter | None, result: np.ndar
 
 
 def ray_retriever(address: str | None = None) -> Retriever:
-    """A retriever for :func:`cmcr.retrieval.cached_pseudo_embeddings` that runs on Ray."""
+    """A retriever for :func:`cmcr.method.retrieval.cached_pseudo_embeddings` that runs on Ray."""
     return functools.partial(retrieve_on_ray, address=address)

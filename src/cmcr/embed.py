@@ -23,12 +23,12 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from cmcr.atomic import atomic_write_text, read_json_records
+from cmcr.data.atomic import atomic_write_text, read_json_records
 from cmcr.errors import CmcrError, InputError, StoreError
-from cmcr.processing import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS,
+from cmcr.data.processing import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS,
                               check_regular_file, read_texts, split_lines)
 from cmcr.spaces.base import Preprocessor, Space
-from cmcr.store import MANIFEST, StoreWriter, open_store, read_manifest, store_lock
+from cmcr.data.store import MANIFEST, StoreWriter, open_store, read_manifest, store_lock
 
 ERRORS_FILE = "errors.jsonl"
 RUN_FILE = "embed.json"
@@ -209,7 +209,7 @@ def grid_batches(start: int, count: int, batch_size: int) -> list[list[int]]:
 def default_workers() -> int:
     """Decoding processes: one core less than this process may use (at most 8); each worker
     runs one torch thread (torch sets that in every data-loader worker)."""
-    from cmcr.threads import usable_cores
+    from cmcr.runtime.threads import usable_cores
 
     return max(0, min(8, usable_cores() - 1))
 
@@ -356,7 +356,7 @@ def _local_batches(space: Space, modality: str, items: Sequence[InputItem], star
 @contextlib.contextmanager
 def full_disk_stops_cleanly(out: Path, writer: StoreWriter) -> Iterator[None]:
     """A full disk (or quota) ends the run with a message and the store's finished shards kept
-    as the resume point (every store file is written by cmcr.atomic, which removes its
+    as the resume point (every store file is written by cmcr.data.atomic, which removes its
     temporary when a write fails)."""
     try:
         yield

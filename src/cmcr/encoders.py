@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from cmcr.errors import ConfigError
-from cmcr.model import ConnectedModel
+from cmcr.method.model import ConnectedModel
 from cmcr.spaces.base import Space
 
 
@@ -37,9 +37,9 @@ class JointEmbedder:
 
     def __init__(self, model: ConnectedModel, spaces: Mapping[str, Space],
                  text_space: str | None = None):
-        from cmcr.threads import apply_thread_policy
+        from cmcr.runtime.threads import apply_thread_policy
 
-        apply_thread_policy()  # cmcr's thread choice unless the caller made one (cmcr.threads)
+        apply_thread_policy()  # cmcr's thread choice unless the caller made one (cmcr.runtime.threads)
         needed = model.space_names if model.base_space is None else [model.base_space]
         missing = [name for name in needed if name not in spaces]
         if missing:

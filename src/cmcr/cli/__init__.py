@@ -106,7 +106,7 @@ def report_failure(err: BaseException) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cmcr.threads import configure_threads
+    from cmcr.runtime.threads import configure_threads
 
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 must print too
         if hasattr(stream, "reconfigure"):

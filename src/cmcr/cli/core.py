@@ -82,7 +82,7 @@ def _register_connect(subparsers) -> None:
 
 def run_connect(args: argparse.Namespace) -> int:
     from cmcr.config import RetrievalConfig, load_connect_config
-    from cmcr.connect import connect
+    from cmcr.pipeline import connect
 
     config = load_connect_config(args.config, args.overrides)
     if args.ray is not None:
@@ -111,7 +111,7 @@ def _register_store(subparsers) -> None:
 
 
 def run_store_info(args: argparse.Namespace) -> int:
-    from cmcr.store import open_store
+    from cmcr.data.store import open_store
 
     summary = open_store(args.path).describe()
     if args.json:
@@ -143,7 +143,7 @@ example:
   cmcr import-official ex_clap.pt ex_ulip.pt --kind ex-clap --kind ex-ulip --out models/ex-mcr
 """
 C_MCR_KINDS = ("clap-clip", "ulip-clip")
-EX_MCR_KINDS = ("ex-clap", "ex-ulip")  # the keys of cmcr.official_exmcr.EXMCR_KINDS
+EX_MCR_KINDS = ("ex-clap", "ex-ulip")  # the keys of cmcr.extend.official.EXMCR_KINDS
 
 
 def _register_import_official(subparsers) -> None:
@@ -169,11 +169,11 @@ def run_import_official(args: argparse.Namespace) -> int:
     if len(set(args.kind)) != len(args.kind):
         raise ConfigError(f"each --kind may appear once, got {args.kind}")
     if args.kind[0] in C_MCR_KINDS:
-        from cmcr.official import import_official
+        from cmcr.method.official import import_official
 
         model = import_official(args.checkpoint[0], args.kind[0])
     else:
-        from cmcr.official_exmcr import import_exmcr
+        from cmcr.extend.official import import_exmcr
 
         model = import_exmcr(dict(zip(args.kind, args.checkpoint)))
     model.save_pretrained(args.out)
@@ -201,8 +201,8 @@ def _register_unify(subparsers) -> None:
 
 
 def run_unify(args: argparse.Namespace) -> int:
-    from cmcr.model import ConnectedModel
-    from cmcr.unified import leaves, unify
+    from cmcr.method.model import ConnectedModel
+    from cmcr.extend.unified import leaves, unify
 
     model = unify([ConnectedModel.from_pretrained(path) for path in args.models])
     model.save_pretrained(args.out)
@@ -238,7 +238,7 @@ def _register_example(subparsers) -> None:
 
 
 def run_example_command(args: argparse.Namespace) -> int:
-    from cmcr.example import format_table, run_example
+    from cmcr.world.example import format_table, run_example
 
     metrics = run_example(args.out, seed=args.seed, epochs=args.epochs, overrides=args.overrides,
                           progress=not args.quiet)

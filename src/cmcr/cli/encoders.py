@@ -219,7 +219,7 @@ PAIRS = (("image", "text"), ("audio", "text"), ("audio", "image"))
 def run_similarity(args: argparse.Namespace) -> int:
     from cmcr.encoders import JointEmbedder, similarity
     from cmcr.errors import ConfigError
-    from cmcr.model import ConnectedModel
+    from cmcr.method.model import ConnectedModel
     from cmcr.spaces import load_space
 
     given = {"image": args.image, "audio": args.audio, "text": args.text}

@@ -97,7 +97,7 @@ def build_embedder(args: argparse.Namespace, dataset_name: str, cache_dir: Path 
     from cmcr.cli.encoders import parse_space_options
     from cmcr.errors import ConfigError
     from cmcr.eval.embedding import EvalEmbedder
-    from cmcr.model import ConnectedModel
+    from cmcr.method.model import ConnectedModel
     from cmcr.spaces import load_space
 
     specs = parse_space_options(args.space)

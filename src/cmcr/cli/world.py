@@ -151,7 +151,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         return run_seeds_command(args, settings)
     if not args.quiet:
-        from cmcr.threads import cores_note
+        from cmcr.runtime.threads import cores_note
 
         print(f"cmcr demo: {cores_note()}; about 4.5 minutes from scratch on 2 free cores, "
               "10-12 when four other jobs share them", file=sys.stderr, flush=True)

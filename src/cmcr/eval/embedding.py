@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 from cmcr.encoders import JointEmbedder
 from cmcr.errors import ConfigError, StoreError
 from cmcr.eval.media import AudioSegment, VideoFrame, decode
-from cmcr.model import ConnectedModel
+from cmcr.method.model import ConnectedModel
 from cmcr.spaces.base import Space
-from cmcr.store import open_store, write_store
+from cmcr.data.store import open_store, write_store
 
 
 def slug(text: str) -> str:

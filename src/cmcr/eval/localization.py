@@ -31,7 +31,7 @@ def square_image(path: Any, size: int = HEATMAP_SIZE) -> Any:
     """The whole image resized to a square (no crop), so patches cover what the boxes cover."""
     from PIL import Image
 
-    from cmcr.processing import load_image
+    from cmcr.data.processing import load_image
 
     return load_image(path).resize((size, size), Image.BICUBIC)
 

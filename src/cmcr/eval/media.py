@@ -48,7 +48,7 @@ def read_segment(segment: AudioSegment, sample_rate: int) -> np.ndarray:
     """Mono samples of ``segment`` at ``sample_rate``. An audio file is read from the segment's
     start only (a MUSIC clip lasts minutes; thousands of frames each need one second of it); a
     video's track is decoded whole and cut."""
-    from cmcr.processing import check_regular_file, finish_audio, is_video, load_audio
+    from cmcr.data.processing import check_regular_file, finish_audio, is_video, load_audio
 
     path = Path(segment.path)
     if is_video(path):
@@ -73,7 +73,7 @@ def read_segment(segment: AudioSegment, sample_rate: int) -> np.ndarray:
 def decode(item: Any, modality: str, sample_rate: int | None) -> Any:
     """A :class:`VideoFrame` -> RGB PIL image; an :class:`AudioSegment` -> mono samples at
     ``sample_rate``; anything else unchanged (the space decodes paths itself)."""
-    from cmcr.processing import load_image
+    from cmcr.data.processing import load_image
 
     if isinstance(item, VideoFrame):
         return load_image(item.path, item.time_s)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from cmcr.atomic import atomic_file
+from cmcr.data.atomic import atomic_file
 from cmcr.errors import ConfigError, MissingDependencyError, StoreError
 
 EXACT_MAX_ROWS = 100_000

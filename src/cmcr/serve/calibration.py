@@ -73,7 +73,7 @@ def segment_moments(index: Any, count: int = CALIBRATION_ROWS) -> tuple[np.ndarr
 
 
 def write_moments(path: Path, moments: np.ndarray) -> None:
-    from cmcr.atomic import atomic_file
+    from cmcr.data.atomic import atomic_file
 
     with atomic_file(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, np.ascontiguousarray(moments, dtype=np.float32))

@@ -34,8 +34,8 @@ from cmcr.serve.records import StringTable
 from cmcr.serve.resume import refuse_finished, starting_manifest
 from cmcr.serve.segments import (build_collection, build_segment, calibrate_segment, check_digests,
                                  open_moments, open_segment, open_table, row_source, sample_rows)
-from cmcr.store import EmbeddingStore, open_store, store_lock
-from cmcr.threads import apply_thread_policy
+from cmcr.data.store import EmbeddingStore, open_store, store_lock
+from cmcr.runtime.threads import apply_thread_policy
 
 __all__ = ["Index", "StoreSource", "SearchResult", "SearchFilters", "NotInIndexError",
            "Collection", "IndexManifest", "INDEX_FILE", "model_digest", "read_manifest",
@@ -131,7 +131,7 @@ class Index:
         manifest = read_manifest(directory)
         index = cls(directory, manifest, mmap=mmap, spaces=spaces, device=device)
         index.verify()
-        apply_thread_policy()  # cmcr's thread choice unless the caller made one (cmcr.threads)
+        apply_thread_policy()  # cmcr's thread choice unless the caller made one (cmcr.runtime.threads)
         if not manifest.complete:
             print(f"cmcr: note: {directory}: its build did not finish ({len(manifest.collections)} "
                   "collection(s) are there); run the same 'cmcr index build' again to finish it",
@@ -171,7 +171,7 @@ class Index:
         :meth:`add` (index_type, memory_budget, target_recall, chunk_rows). An unfinished index
         there (a killed build) is resumed when begun with the same model and first stores, else
         replaced; a finished one is replaced only with ``overwrite``."""
-        from cmcr.model import ConnectedModel
+        from cmcr.method.model import ConnectedModel
 
         directory = Path(out).expanduser()
         refuse_finished(directory, overwrite)  # before loading anything
@@ -270,7 +270,7 @@ class Index:
 
     # -- the model and the query encoder ---------------------------------------------------
     def load_model(self) -> Any:
-        from cmcr.model import ConnectedModel
+        from cmcr.method.model import ConnectedModel
 
         self.check_model(self.manifest.model)
         return ConnectedModel.from_pretrained(self.manifest.model)

@@ -1,5 +1,5 @@
 """An index's manifest (``index.json``): what it records, and reading it the way store manifests
-are read (cmcr.store.check_manifest): every key of the expected type and range, segment names
+are read (cmcr.data.store.check_manifest): every key of the expected type and range, segment names
 one plain file name inside the index folder, rows numbered without gap, and each segment's
 files with the sha256 recorded when they were written.
 
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cmcr.atomic import atomic_write_text
+from cmcr.data.atomic import atomic_write_text
 from cmcr.errors import CheckpointError, StoreError
 
 INDEX_FILE = "index.json"

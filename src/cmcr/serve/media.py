@@ -105,7 +105,7 @@ def jpeg(image: object) -> bytes:
 @functools.lru_cache(maxsize=THUMBNAIL_CACHE)
 def thumbnail(path: str, size: int) -> bytes:
     """An image file as a JPEG at most ``size`` pixels wide and high (decoded by cmcr's protocol)."""
-    from cmcr.processing import load_image
+    from cmcr.data.processing import load_image
 
     image = load_image(path)
     image.thumbnail((size, size))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cmcr.errors import CmcrError, ConfigError, InputError
-from cmcr.processing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+from cmcr.data.processing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 
 MAX_QUERY_CHARS = 2000
 IMAGE_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp",

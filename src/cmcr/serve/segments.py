@@ -18,7 +18,7 @@ from cmcr.serve.calibration import read_moments, segment_moments, write_moments
 from cmcr.serve.manifest import (MOMENTS_FILE, Collection, file_sha256, segment_digests,
                                  segment_path)
 from cmcr.serve.records import StringTable, StringTableWriter
-from cmcr.store import EmbeddingStore, shown_id
+from cmcr.data.store import EmbeddingStore, shown_id
 
 SOURCE_KEYS = ("source", "path", "file", "filepath", "image", "audio")  # metadata naming the file
 TEXT_KEYS = ("text", "caption", "sentence")

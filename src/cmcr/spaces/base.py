@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from cmcr.errors import CheckpointError, CmcrError, ConfigError, MissingDependencyError
 from cmcr.spaces import files
-from cmcr.weights import holds_python_objects
+from cmcr.data.weights import holds_python_objects
 
 
 class Modality(str, Enum):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from cmcr.errors import ConfigError, InputError
-from cmcr.processing import finish_audio, load_audio
+from cmcr.data.processing import finish_audio, load_audio
 from cmcr.spaces.base import Preprocessor, TransformersSpace
 from cmcr.spaces.clip import TextPreprocessor
 

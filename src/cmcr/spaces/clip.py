@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from cmcr.errors import ConfigError, InputError
-from cmcr.processing import load_image, to_rgb
+from cmcr.data.processing import load_image, to_rgb
 from cmcr.spaces.base import Preprocessor, TransformersSpace, require_transformers, to_model
 
 
@@ -64,7 +64,7 @@ class TextPreprocessor(Preprocessor):
 
     def load(self, path: Path) -> Any:
         raise InputError(f"{path}: texts are passed as strings; read a text file with "
-                         "cmcr.processing.read_texts")
+                         "cmcr.data.processing.read_texts")
 
     def prepare(self, item: Any) -> str:
         if not isinstance(item, str):

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from cmcr.errors import CheckpointError
-from cmcr.weights import check_finite, check_safetensors_file
+from cmcr.data.weights import check_finite, check_safetensors_file
 
 CONFIG_FILE = "config.json"
 

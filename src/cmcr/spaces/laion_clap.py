@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from cmcr.errors import CheckpointError, ConfigError
-from cmcr.model import bounded
-from cmcr.official import read_official_state
+from cmcr.data.weights import bounded
+from cmcr.data.weights import read_torch_state
 from cmcr.spaces.base import load_pretrained, quiet_transformers, require_transformers
 from cmcr.spaces.clap import LAION_INT16_AUDIO
-from cmcr.weights import check_finite
+from cmcr.data.weights import check_finite
 
 # The audio settings of every LAION-CLAP HTSAT model (its model_configs/HTSAT-*.json "audio_cfg"):
 # 48 kHz, hop 480, 10 s clips, 64 mel bins from 50 to 14000 Hz. The window length is read off the
@@ -238,7 +238,7 @@ def convert_laion_clap(checkpoint: str | Path, out: str | Path, tokenizer: str =
     source, out = Path(checkpoint), Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{out}: already exists and is not empty (pass --overwrite to replace)")
-    state = read_official_state(source)
+    state = read_torch_state(source)
     check_finite(state, source)
     layout = read_layout(state, source)
     extractor = feature_extractor(layout)

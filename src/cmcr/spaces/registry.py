@@ -62,9 +62,9 @@ def load_space(spec: str, **options: Any) -> Space:
     as given (``clip:toy``, ``clip:openai/clip-vit-base-patch32``), a local folder made
     absolute: what stores record, so they move with a project and load anywhere cmcr does.
     """
-    from cmcr.threads import apply_thread_policy
+    from cmcr.runtime.threads import apply_thread_policy
 
-    apply_thread_policy()  # cmcr's thread choice unless the caller made one (cmcr.threads)
+    apply_thread_policy()  # cmcr's thread choice unless the caller made one (cmcr.runtime.threads)
     kind, target = parse_space_spec(spec)
     return space_class(kind)(target, name=portable_name(spec, kind, target), **options)
 

@@ -15,7 +15,7 @@ import torch
 
 from cmcr.errors import ConfigError, InputError
 from cmcr.spaces.base import Preprocessor, Space, unit_rows
-from cmcr.store import MANIFEST, EmbeddingStore, open_store
+from cmcr.data.store import MANIFEST, EmbeddingStore, open_store
 
 
 class StoreLookup(Preprocessor):

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from cmcr.spaces.clip import clip_image_processor
-from cmcr.world.tokenizer import write_bpe_files
+from cmcr.spaces.tokenizer import write_bpe_files
 
 
 def build_tiny_clip(directory: str | Path, *, image_size: int = 32, patch_size: int = 8,

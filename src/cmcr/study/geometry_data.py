@@ -12,7 +12,7 @@ Every row of a space's modality ``m`` is ``normalise(c_m + u + v_m)``:
 
 With ``C + S + R = 1`` the matched cosine is about ``x + S`` and the per-dimension paired
 residual variance ``2 R / d``. ``u`` and ``v`` share a power-law spectrum chosen so the rows'
-participation ratio is the one asked for. Real CLIP ViT-B/16 (``cmcr.geometry.REAL_CLIP``) is
+participation ratio is the one asked for. Real CLIP ViT-B/16 (``cmcr.spaces.geometry.REAL_CLIP``) is
 ``C = 0.53, x = 0.17, S = 0.14, R = 0.33`` in this model, participation ratio about 40.
 """
 

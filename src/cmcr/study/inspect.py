@@ -17,9 +17,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cmcr import geometry
+from cmcr.spaces import geometry
 from cmcr.errors import StoreError
-from cmcr.store import EmbeddingStore, open_store
+from cmcr.data.store import EmbeddingStore, open_store
 
 MIN_ROWS = 4  # the gap's stability compares two halves of each store
 SAMPLE_LIMIT = 20_000  # rows measured per store; more add little to these averages

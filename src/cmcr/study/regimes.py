@@ -17,11 +17,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cmcr.atomic import atomic_write_text
+from cmcr.data.atomic import atomic_write_text
 from cmcr.config import ConnectConfig
-from cmcr.connect import connect
+from cmcr.pipeline import connect
 from cmcr.eval.intervals import RESAMPLES, per_query_retrieval, percentile_interval
-from cmcr.geometry import space_geometry
+from cmcr.spaces.geometry import space_geometry
 from cmcr.study.geometry_data import Geometry, Sizes, make_two_spaces
 
 PAPER = "cmcr"

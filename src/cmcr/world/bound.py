@@ -16,12 +16,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cmcr.connect import build_model
+from cmcr.pipeline import build_model
 from cmcr.eval.metrics import retrieval_metrics
-from cmcr.model import ConnectedModel
-from cmcr.retrieval import as_store
+from cmcr.method.model import ConnectedModel
+from cmcr.method.retrieval import as_store
 from cmcr.runtime import seed_everything, write_json
-from cmcr.train import TrainingData, train_projectors
+from cmcr.method.train import TrainingData, train_projectors
 from cmcr.world.generate import WorldManifest
 from cmcr.world.stages import FrozenEmbeddings, records_field
 

@@ -18,21 +18,21 @@ import numpy as np
 import torch
 
 from cmcr.config import ConnectConfig, MethodConfig
-from cmcr.connect import connect
+from cmcr.pipeline import connect
 from cmcr.errors import CmcrError
 from cmcr.eval import baselines, intervals, metrics
 from cmcr.eval.tasks import heatmaps
-from cmcr.model import ConnectedModel
+from cmcr.method.model import ConnectedModel
 from cmcr.recipes import RECIPE_ADDITIONS, RECIPES
 from cmcr.runtime import environment_record, run_record, write_json
 from cmcr.spaces import load_space
 from cmcr.spaces.clip import PATCH_MODES
-from cmcr.threads import cores_note
+from cmcr.runtime.threads import cores_note
 from cmcr.world.concepts import CONCEPTS
-from cmcr.world.extend import compare_extend  # Ex-MCR's extend mode against C-MCR
+from cmcr.world.compare_extend import compare_extend  # Ex-MCR's extend mode against C-MCR
 from cmcr.world.generate import (WorldManifest, WorldSizes, generate_world, load_world,
                                  prune_media)
-from cmcr.geometry import REAL_CLIP, space_geometry
+from cmcr.spaces.geometry import REAL_CLIP, space_geometry
 from cmcr.world.regime import same_meaning_partners
 from cmcr.world.stages import (AUDIO_PROMPT, IMAGE_PROMPT, FrozenEmbeddings, embed_world,
                                prompt_embeddings, records_field, zero_shot_top1)
@@ -295,7 +295,7 @@ def recipe_effects(scores: dict[str, Any]) -> dict[str, Any]:
 
 
 def regime(frozen: FrozenEmbeddings, noise_var: float) -> dict[str, Any]:
-    """Each toy space's geometry (:data:`cmcr.geometry.GEOMETRY_KEYS`) on the paired split's
+    """Each toy space's geometry (:data:`cmcr.spaces.geometry.GEOMETRY_KEYS`) on the paired split's
     rows (image with its look caption, clip with its sound caption), with real CLIP's beside
     it as ``reference``; ``noise_cosine`` is what sigma^2 = ``noise_var`` leaves of a row."""
     return {space: {**space_geometry(frozen[media], frozen[captions], noise_var),

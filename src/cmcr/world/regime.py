@@ -1,13 +1,13 @@
 """The built-in world's regime helpers: what C-MCR's noise leaves of a row (measured by drawing
 the noise, :func:`noise_cosine`) and how many same-meaning texts share a batch. The geometry
-itself (gap, participation ratio, ...) is :mod:`cmcr.geometry`."""
+itself (gap, participation ratio, ...) is :mod:`cmcr.spaces.geometry`."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from cmcr.method import add_noise
+from cmcr.method.objective import add_noise
 
 
 def noise_cosine(rows: np.ndarray, variance: float, seed: int = 0) -> float:

@@ -9,11 +9,11 @@ import numpy as np
 
 from cmcr.eval.figures import plot_heatmaps, pyplot
 from cmcr.eval.tables import text_table as _table
-from cmcr.geometry import geometry_table
-from cmcr.model import ConnectedModel
+from cmcr.study.explain import geometry_table
+from cmcr.method.model import ConnectedModel
 from cmcr.world.concepts import CONCEPTS, HAND_MADE
 from cmcr.world.generate import WorldManifest
-from cmcr.world.extend import extend_section
+from cmcr.world.compare_extend import extend_section
 from cmcr.world.stages import FrozenEmbeddings, records_field
 
 METHOD_ORDER = ["cmcr", "cmcr+", "paired_upper_bound", "text_pivot", "linear_map", "no_noise",
@@ -102,7 +102,7 @@ def recipe_text(results: dict[str, Any], markdown: bool = False) -> list[str]:
 
 
 def regime_table(results: dict[str, Any], markdown: bool = False) -> str:
-    """Each toy space's geometry beside real CLIP's (:func:`cmcr.geometry.geometry_table`)."""
+    """Each toy space's geometry beside real CLIP's (:func:`cmcr.spaces.geometry.geometry_table`)."""
     regime = results["regime"]
     columns = {f"toy {space.upper()}": values for space, values in regime.items()}
     reference = next(iter(regime.values())).get("reference")
@@ -355,7 +355,10 @@ def retrieval_grid(world: WorldManifest, similarity: np.ndarray, positives: np.n
             axis.set_yticks([])
     figure.suptitle("C-MCR: audio queries and their top images (never paired in training)",
                     fontsize=9)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
+    figure.text(0.5, 0.01, "left: the query's spectrogram and its concept. Green border: an image "
+                "of the sound's concept (a hit); red: any other image. Titles: the image's concept.",
+                ha="center", fontsize=7)
     figure.savefig(path, dpi=110, bbox_inches="tight")  # nothing clipped
     plt.close(figure)
     return path
@@ -439,7 +442,11 @@ def joint_space_map(image: np.ndarray, audio: np.ndarray, text: np.ndarray, path
     axis.set_xlabel(f"principal component 1 ({explained[0]:.0f}% of the variance)")
     axis.set_ylabel(f"principal component 2 ({explained[1]:.0f}% of the variance)")
     axis.set_title("joint space (PCA), coloured by modality")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.1, 1, 1))
+    figure.text(0.5, 0.01, "The first two components mostly separate the modalities: the joint\n"
+                "space keeps a modality gap (cross-modal cosines sit below same-modality ones),\n"
+                "while the ranking within each direction still pairs sounds with their pictures.",
+                ha="center", fontsize=7)
     figure.savefig(path, dpi=110, bbox_inches="tight")  # nothing clipped
     plt.close(figure)
     return path

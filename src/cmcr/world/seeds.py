@@ -9,7 +9,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cmcr.geometry import GEOMETRY_KEYS
+from cmcr.spaces.geometry import GEOMETRY_KEYS
 from cmcr.eval.intervals import spread
 from cmcr.runtime import write_json
 from cmcr.world.demo import DIRECTIONS, DemoSettings, run_demo

@@ -13,7 +13,7 @@ import numpy as np
 from cmcr.embed import InputItem, embed_items
 from cmcr.errors import CmcrError
 from cmcr.spaces.base import Space
-from cmcr.store import open_store
+from cmcr.data.store import open_store
 from cmcr.world.generate import WorldManifest, restore_media
 
 # store name -> (space, modality, split, record field); texts take the caption itself

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from cmcr.errors import MissingDependencyError
 from cmcr.spaces.base import quiet_transformers
 from cmcr.spaces.clip import clip_image_processor
-from cmcr.world.tokenizer import write_bpe_files
+from cmcr.spaces.tokenizer import write_bpe_files
 
 SAMPLE_RATE = 16000
 CLIP_DIM = 512  # as CLIP ViT-B/32's joint space

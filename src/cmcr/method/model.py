@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,39 @@ from torch import nn
 
 from cmcr.config import ModelConfig, ProjectorConfig, from_dict
 from cmcr.errors import CheckpointError, ConfigError
-from cmcr.heads import ExMcrHead, IdentityHead, ThreadStableBatchNorm1d
 from cmcr.version import __version__
-from cmcr.weights import check_finite, read_safetensors, save_safetensors
+from cmcr.data.weights import (check_finite, check_state_fits, read_safetensors,
+                               save_safetensors)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+
+
+class ThreadStableBatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` whose training statistics are column means (one reduction per column):
+    torch's fused CPU kernel splits its sums by thread, so training with 1 and 2 threads drifted
+    apart by up to 2e-3 in the weights. Same parameters, buffers and eval behaviour."""
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        if not self.training or rows.dim() != 2:
+            return super().forward(rows)
+        mean = rows.mean(0)
+        centred = rows - mean
+        variance = (centred * centred).mean(0)
+        if self.track_running_stats and self.running_mean is not None:
+            self._update_running_stats(mean.detach(), variance.detach(), len(rows))
+        normalised = centred * torch.rsqrt(variance + self.eps)
+        return normalised * self.weight + self.bias if self.affine else normalised
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: torch.Tensor, variance: torch.Tensor, count: int) -> None:
+        """torch's rule: the running variance takes the unbiased batch variance."""
+        self.num_batches_tracked += 1
+        momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                    else self.momentum)
+        unbiased = variance * (count / max(1, count - 1))
+        self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+        self.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
 
 
 class Projector(nn.Module):
@@ -72,13 +100,18 @@ class ModalityCentres(nn.Module):
         self.mean(space_name, modality).copy_(torch.as_tensor(np.asarray(mean, dtype=np.float32)))
 
 
-PROJECTOR_CLASSES: dict[str, type[nn.Module]] = {
-    "mlp": Projector, "exmcr": ExMcrHead, "identity": IdentityHead}
+# projector kind -> "module:Class"; Ex-MCR's heads live with Ex-MCR (cmcr.extend), which builds
+# on this package, so they are named here and imported when a model of that kind is built.
+PROJECTOR_CLASSES: dict[str, str] = {
+    "mlp": "cmcr.method.model:Projector", "exmcr": "cmcr.extend.heads:ExMcrHead",
+    "identity": "cmcr.extend.heads:IdentityHead"}
 
 
 def build_projector(in_dim: int, config: ProjectorConfig) -> nn.Module:
     """The projector of ``config.kind``: (n, in_dim) -> (n, out_dim) unit rows."""
-    return PROJECTOR_CLASSES[config.kind](in_dim, config)
+    module_name, _, class_name = PROJECTOR_CLASSES[config.kind].partition(":")
+    projector_class = getattr(importlib.import_module(module_name), class_name)
+    return projector_class(in_dim, config)
 
 
 class ConnectedModel(nn.Module):
@@ -211,33 +244,6 @@ class ConnectedModel(nn.Module):
         check_state_fits(state, self.state_dict(), source)
         check_finite(state, source)
         self.load_state_dict(state)
-
-
-def bounded(names: list[str], limit: int = 6) -> str:
-    """At most ``limit`` names for a message, and how many more there are."""
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
-
-
-def check_state_fits(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
-                     source: Path | str) -> None:
-    """Refuse missing or unexpected keys, wrong shapes and integer values for float tensors."""
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise CheckpointError(f"{source}: missing {len(missing)} key(s): {bounded(missing)}; "
-                              f"the file has {len(state)}: {bounded(sorted(state))}")
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise CheckpointError(f"{source}: unexpected key(s) {bounded(unexpected)} (expected: "
-                              f"{bounded(sorted(expected))})")
-    for key in sorted(state):
-        value, template = state[key], expected[key]
-        if value.shape != template.shape:
-            raise CheckpointError(f"{source}: '{key}' has shape {tuple(value.shape)}, "
-                                  f"expected {tuple(template.shape)}")
-        if template.is_floating_point() and not value.is_floating_point():
-            raise CheckpointError(f"{source}: '{key}' holds {value.dtype} values, "
-                                  f"expected floating point")
 
 
 def load_model_config(path: Path) -> ModelConfig:

@@ -1,4 +1,5 @@
-"""Device, seeds and the run record: the small runtime facts every job needs."""
+"""Device, seeds and the run record: the small runtime facts every job needs (threads.py: how
+many CPU threads). torch is imported inside the functions, so the command line starts fast."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from cmcr.version import __version__
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``auto``/None picks CUDA when present, else CPU; anything else is passed to torch."""
+    import torch
+
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -25,6 +30,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed numpy and torch globally, and return a CPU generator for this run's own draws."""
+    import torch
+
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
@@ -43,6 +50,8 @@ def git_sha() -> str | None:
 def environment_record() -> dict[str, Any]:
     """The versions and the thread count a number was measured with (results are the same at
     any thread count, but a record that says so lets anyone check)."""
+    import torch
+
     return {"cmcr_version": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "threads": torch.get_num_threads()}
 

@@ -1,9 +1,9 @@
 """Extend mode (Ex-MCR): keep the base space frozen and train the leaf space's head into it.
 
 ``cmcr connect`` with ``mode: extend`` opens the same stores as C-MCR (each space's shared-
-modality queries and its memory), builds the modality-centric pool (cmcr.aggregate) once and
-caches it, then trains the leaf head with the dense and intra-space objective (cmcr.exmcr) in the
-same loop as C-MCR (cmcr.train: AdamW + cosine, checkpoints, --resume). The saved model maps
+modality queries and its memory), builds the modality-centric pool (cmcr.extend.aggregate) once and
+caches it, then trains the leaf head with the dense and intra-space objective (cmcr.extend.objective) in the
+same loop as C-MCR (cmcr.method.train: AdamW + cosine, checkpoints, --resume). The saved model maps
 the base space by the identity: everything the base space aligned stays exactly as it was.
 """
 
@@ -19,22 +19,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cmcr.aggregate import PARTS, Pool, modality_centric_pool
-from cmcr.atomic import atomic_file
+from cmcr.extend.aggregate import PARTS, Pool, modality_centric_pool
+from cmcr.data.atomic import atomic_file
 from cmcr.config import ConnectConfig, ModelConfig, ProjectorConfig, SpaceSpec, extend_pair_names
 from cmcr.errors import ConfigError
-from cmcr.exmcr import extend_batch_loss
-from cmcr.model import ConnectedModel
-from cmcr.retrieval import store_fingerprint
-from cmcr.store import EmbeddingStore
-from cmcr.train import train_projectors
-from cmcr.unified import frozen_space_record
+from cmcr.extend.objective import extend_batch_loss
+from cmcr.method.model import ConnectedModel
+from cmcr.method.retrieval import store_fingerprint
+from cmcr.data.store import EmbeddingStore
+from cmcr.method.train import train_projectors
+from cmcr.extend.unified import frozen_space_record
 
 POOL_FORMAT = 1
 
 
 def query_sets(config: ConnectConfig) -> list[str]:
-    """``extend.queries`` (modality names) as cmcr.aggregate's query sets."""
+    """``extend.queries`` (modality names) as cmcr.extend.aggregate's query sets."""
     shared, leaf_memory, base_memory = config.extend_modalities()
     sets = {shared: "shared", leaf_memory: "leaf_memory", base_memory: "base_memory"}
     return [sets[name] for name in config.extend_queries()]

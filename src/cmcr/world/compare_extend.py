@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from cmcr.config import ConnectConfig
-from cmcr.connect import connect
+from cmcr.pipeline import connect
 from cmcr.eval import intervals, metrics
-from cmcr.model import ConnectedModel
-from cmcr.store import open_store
+from cmcr.method.model import ConnectedModel
+from cmcr.data.store import open_store
 from cmcr.world.concepts import CONCEPTS
 from cmcr.world.generate import WorldManifest
 from cmcr.world.stages import (AUDIO_PROMPT, IMAGE_PROMPT, FrozenEmbeddings, prompt_embeddings,

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from cmcr.atomic import atomic_file
+from cmcr.data.atomic import atomic_file
 from cmcr.errors import CheckpointError
 
 DTYPE_CODES: dict[torch.dtype, str] = {
@@ -141,3 +141,61 @@ def holds_python_objects(err: pickle.UnpicklingError) -> bool:
     """Whether torch's weights-only unpickler refused a Python object (a global such as a class or
     function), rather than bytes that are no pickle at all: its message names the GLOBAL."""
     return "GLOBAL" in str(err)
+
+
+def read_torch_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load an official checkpoint safely (weights only), unwrapping common containers."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # torch's message suggests weights_only=False: never that
+        if not holds_python_objects(err):
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (damaged, or not "
+                                  "written by torch.save)") from None
+        raise CheckpointError(f"{path}: not a plain tensor checkpoint: it holds Python objects, "
+                              "which cmcr does not unpickle (a checkpoint of tensors is needed; "
+                              "re-save the state dict with torch.save(model.state_dict(), ...) "
+                              "from a source you trust)") from None
+    except Exception as err:  # torch raises many types for damaged or non-torch files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+                              f"{first[:200]})") from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors")
+    odd = next((key for key in state if not isinstance(key, str)), None)
+    if odd is not None:
+        raise CheckpointError(f"{path}: state dict key {odd!r:.60} is not a string (it is of "
+                              f"type {type(odd).__name__}); a state dict's keys name its tensors")
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def bounded(names: list[str], limit: int = 6) -> str:
+    """At most ``limit`` names for a message, and how many more there are."""
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def check_state_fits(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                     source: Path | str) -> None:
+    """Refuse missing or unexpected keys, wrong shapes and integer values for float tensors."""
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise CheckpointError(f"{source}: missing {len(missing)} key(s): {bounded(missing)}; "
+                              f"the file has {len(state)}: {bounded(sorted(state))}")
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"{source}: unexpected key(s) {bounded(unexpected)} (expected: "
+                              f"{bounded(sorted(expected))})")
+    for key in sorted(state):
+        value, template = state[key], expected[key]
+        if value.shape != template.shape:
+            raise CheckpointError(f"{source}: '{key}' has shape {tuple(value.shape)}, "
+                                  f"expected {tuple(template.shape)}")
+        if template.is_floating_point() and not value.is_floating_point():
+            raise CheckpointError(f"{source}: '{key}' holds {value.dtype} values, "
+                                  f"expected floating point")

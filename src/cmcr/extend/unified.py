@@ -2,7 +2,7 @@
 
 Extending CLAP into CLIP and ULIP into CLIP gives two models that share CLIP as their frozen
 base; :func:`unify` puts their leaf heads side by side, so audio, 3D, images and texts all land in
-CLIP's space. The result is a :class:`cmcr.model.ConnectedModel` like any other:
+CLIP's space. The result is a :class:`cmcr.method.model.ConnectedModel` like any other:
 ``save_pretrained`` / ``from_pretrained``, ``project(space, rows)`` and ``space_for(modality)``
 (every modality the base embeds goes through the base).
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cmcr.config import ModelConfig, SpaceSpec
 from cmcr.errors import ConfigError
-from cmcr.model import ConnectedModel
+from cmcr.method.model import ConnectedModel
 
 
 def frozen_space_record(spec: str | None) -> tuple[str | None, str | None]:

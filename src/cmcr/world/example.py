@@ -7,12 +7,12 @@ from typing import Any
 
 
 from cmcr.config import load_connect_config
-from cmcr.connect import connect
+from cmcr.pipeline import connect
 from cmcr.eval.metrics import chance_retrieval_metrics, retrieval_metrics
 from cmcr.runtime import write_json
-from cmcr.store import open_store
+from cmcr.data.store import open_store
 from cmcr.eval.baselines import apply_linear_map, fit_linear_map
-from cmcr.synthetic import SyntheticSizes, write_synthetic_example
+from cmcr.data.synthetic import SyntheticSizes, write_synthetic_example
 
 
 def run_example(out_dir: str | Path, seed: int = 0, epochs: int = 20,

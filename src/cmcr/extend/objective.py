@@ -1,6 +1,6 @@
 """Ex-MCR's objective (extend mode): dense inter-space alignment plus intra-space alignment.
 
-Notation for a batch of pool tuples (cmcr.aggregate): the leaf's shared and memory rows (CLAP
+Notation for a batch of pool tuples (cmcr.extend.aggregate): the leaf's shared and memory rows (CLAP
 text, CLAP audio) go through the leaf head; the base's shared and memory rows (CLIP text, CLIP
 image) stay as they are, since the base space is frozen.
 
@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from cmcr.config import MethodConfig
-from cmcr.heads import inner_and_output
-from cmcr.method import add_noise, info_nce, intra_alignment
-from cmcr.train import BatchLoss
+from cmcr.extend.heads import inner_and_output
+from cmcr.method.objective import add_noise, info_nce, intra_alignment
+from cmcr.method.train import BatchLoss
 
 ROLES = ("shared", "memory")  # a pair names one role on each side: (leaf role, base role)
 
@@ -55,7 +55,7 @@ def dense_alignment(projected: dict[str, torch.Tensor], base: dict[str, torch.Te
 def extend_batch_loss(leaf: str, pairs: dict[str, tuple[str, str]],
                       method: MethodConfig) -> BatchLoss:
     """The batch loss of extend mode for a batch [leaf shared, leaf memory, base shared,
-    base memory] (cmcr.aggregate.PARTS); noise, when on, is added to the leaf's inputs only."""
+    base memory] (cmcr.extend.aggregate.PARTS); noise, when on, is added to the leaf's inputs only."""
     def loss(model, batch: list[torch.Tensor], generator: torch.Generator) -> ExtendLossTerms:
         leaf_shared, leaf_memory, base_shared, base_memory = batch
         variance = method.noise_var if method.use_noise else 0.0

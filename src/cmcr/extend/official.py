@@ -17,11 +17,12 @@ from pathlib import Path
 
 from cmcr.config import ModelConfig, ProjectorConfig, SpaceSpec, from_dict
 from cmcr.errors import CheckpointError
-from cmcr.model import ConnectedModel, bounded, check_state_fits
-from cmcr.official import (check_batch_norm_statistics, check_probe_batch, detect_kind,
-                           read_official_state)
-from cmcr.unified import frozen_space_record, unify
-from cmcr.weights import check_finite
+from cmcr.data.weights import bounded, check_state_fits
+from cmcr.method.model import ConnectedModel
+from cmcr.method.official import (check_batch_norm_statistics, check_probe_batch, detect_kind,
+                           read_torch_state)
+from cmcr.extend.unified import frozen_space_record, unify
+from cmcr.data.weights import check_finite
 
 BASE = "clip"
 BASE_MODALITIES = ["image", "text"]
@@ -70,7 +71,7 @@ def import_exmcr_head(path: str | Path, kind: str) -> ConnectedModel:
     """One official Ex-MCR head file as an extended model (CLIP base + the leaf of ``kind``)."""
     if kind not in EXMCR_KINDS:
         raise CheckpointError(f"unknown Ex-MCR kind '{kind}'; valid: {', '.join(EXMCR_KINDS)}")
-    state = read_official_state(path)
+    state = read_torch_state(path)
     if not state or not all(re.match(KEY_PATTERN, key) for key in state):
         found = detect_kind(state)
         hint = f"it looks like a C-MCR '{found}' checkpoint (--kind {found})" if found else \

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cmcr.retrieval import RowSource, as_store, retrieve_pseudo_embeddings
+from cmcr.method.retrieval import RowSource, as_store, retrieve_pseudo_embeddings
 
 QUERY_SETS = ("shared", "leaf_memory", "base_memory")
 PARTS = ("leaf_shared", "leaf_memory", "base_shared", "base_memory")

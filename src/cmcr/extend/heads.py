@@ -1,11 +1,11 @@
 """Ex-MCR's heads: the leaf head that extends a space into a frozen base space, and the
-identity that stands for the base itself; and the BatchNorm every trained head uses.
+identity that stands for the base itself.
 
 The leaf head follows the authors' ``exmcr/exmcr_projector.py`` (``Ex_MCR_Head``): ``Head1`` is a
 square Linear initialised to the identity (f_l, the intra-space part), ``Head2`` two
 residual-free blocks Linear BN ReLU Linear BN with Xavier-uniform weights (f_m, the inter-space
 part), then L2 normalisation. Module names mirror theirs (``blocks.0.net1.0`` is their
-``Head2.mlp1.net1.0``), so their checkpoints map key by key (cmcr.official_exmcr).
+``Head2.mlp1.net1.0``), so their checkpoints map key by key (cmcr.extend.official).
 """
 
 from __future__ import annotations
@@ -15,33 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmcr.config import ProjectorConfig
-
-
-class ThreadStableBatchNorm1d(nn.BatchNorm1d):
-    """``nn.BatchNorm1d`` whose training statistics are column means (one reduction per column):
-    torch's fused CPU kernel splits its sums by thread, so training with 1 and 2 threads drifted
-    apart by up to 2e-3 in the weights. Same parameters, buffers and eval behaviour."""
-
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        if not self.training or rows.dim() != 2:
-            return super().forward(rows)
-        mean = rows.mean(0)
-        centred = rows - mean
-        variance = (centred * centred).mean(0)
-        if self.track_running_stats and self.running_mean is not None:
-            self._update_running_stats(mean.detach(), variance.detach(), len(rows))
-        normalised = centred * torch.rsqrt(variance + self.eps)
-        return normalised * self.weight + self.bias if self.affine else normalised
-
-    @torch.no_grad()
-    def _update_running_stats(self, mean: torch.Tensor, variance: torch.Tensor, count: int) -> None:
-        """torch's rule: the running variance takes the unbiased batch variance."""
-        self.num_batches_tracked += 1
-        momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
-                    else self.momentum)
-        unbiased = variance * (count / max(1, count - 1))
-        self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-        self.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+from cmcr.method.model import ThreadStableBatchNorm1d
 
 
 class MlpBlock(nn.Module):

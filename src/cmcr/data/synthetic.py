@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from cmcr.store import write_store
+from cmcr.data.store import write_store
 
 
 @dataclass

@@ -21,9 +21,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from cmcr.atomic import atomic_file, atomic_write_text
+from cmcr.data.atomic import atomic_file, atomic_write_text
 from cmcr.errors import StoreError
-from cmcr.folders import LOCK_FILE, make_directory, store_lock  # noqa: F401 (re-exported)
+from cmcr.data.folders import LOCK_FILE, make_directory, store_lock  # noqa: F401 (re-exported)
 
 MANIFEST = "store.json"
 FORMAT_NAME = "cmcr-store"

@@ -1,7 +1,7 @@
 """The training loop: AdamW + cosine, deterministic per seed, checkpointed every epoch, resumable.
 
 Read top to bottom: batches of shared-modality rows and their pseudo partners are drawn from the
-stores, noised, projected by each space's projector and scored by ``cmcr.method.cmcr_loss``.
+stores, noised, projected by each space's projector and scored by ``cmcr.method.objective.cmcr_loss``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cmcr.config import RECIPE_METHOD_KEYS, MethodConfig, TrainConfig
-from cmcr.atomic import atomic_file, atomic_write_text, read_json_records
+from cmcr.data.atomic import atomic_file, atomic_write_text, read_json_records
 from cmcr.errors import CheckpointError, TrainingError
-from cmcr.method import add_noise, cmcr_loss, noise_variance, text_agreement
-from cmcr.model import ConnectedModel
-from cmcr.store import EmbeddingStore
+from cmcr.method.objective import add_noise, cmcr_loss, noise_variance, text_agreement
+from cmcr.method.model import ConnectedModel
+from cmcr.data.store import EmbeddingStore
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -92,7 +92,7 @@ def epoch_generator(seed: int, epoch: int, stream: str = "shuffle",
 
 class Batches(Protocol):
     """What the loop trains on: rows, and a loader of a batch's tensors by row indices
-    (:class:`TrainingData` for C-MCR, ``cmcr.extend.ExtendData`` for extend mode)."""
+    (:class:`TrainingData` for C-MCR, ``cmcr.extend.train.ExtendData`` for extend mode)."""
 
     space_names: tuple[str, ...]
 
@@ -108,7 +108,7 @@ BatchLoss = Callable[[ConnectedModel, list[torch.Tensor], torch.Generator], Any]
 
 def cmcr_batch_loss(names: tuple[str, ...], method: MethodConfig,
                     residuals: dict[str, float] | None = None) -> BatchLoss:
-    """C-MCR's batch loss: noise, both projectors, :func:`cmcr.method.cmcr_loss` (fed the raw
+    """C-MCR's batch loss: noise, both projectors, :func:`cmcr.method.objective.cmcr_loss` (fed the raw
     texts' agreement when the recipe's InfoNCE targets need it). ``residuals``: each space's
     measured text-pseudo residual variance, for ``noise_calibration``."""
     uses_agreement = (method.same_text_threshold is not None

@@ -11,14 +11,14 @@ import torch.nn.functional as F
 
 from cmcr.config import ConnectConfig, ModelConfig, RetrievalConfig, SpaceSpec, save_config
 from cmcr.errors import StoreError
-from cmcr.extend import train_extend
-from cmcr.geometry import paired_residual_variance, sample_rows, unit_rows
-from cmcr.model import ConnectedModel
-from cmcr.retrieval import (Retriever, as_store, cached_pseudo_embeddings,
+from cmcr.extend.train import train_extend
+from cmcr.spaces.geometry import paired_residual_variance, sample_rows, unit_rows
+from cmcr.method.model import ConnectedModel
+from cmcr.method.retrieval import (Retriever, as_store, cached_pseudo_embeddings,
                             retrieve_pseudo_embeddings)
 from cmcr.runtime import resolve_device, run_record, seed_everything, write_json
-from cmcr.store import EmbeddingStore, open_store
-from cmcr.train import TrainingData, centred_rows, train_projectors
+from cmcr.data.store import EmbeddingStore, open_store
+from cmcr.method.train import TrainingData, centred_rows, train_projectors
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,9 @@ def connect(config: ConnectConfig, out_dir: str | Path, *, resume: bool = False,
             allow_incomplete: bool = False) -> ConnectedModel:
     """Run C-MCR (or, with ``mode: extend``, Ex-MCR's extension) end to end and save the model
     (plus run record) in ``out_dir``; progress bars say ``label`` (default: the folder's name)."""
-    from cmcr.threads import apply_thread_policy
+    from cmcr.runtime.threads import apply_thread_policy
 
-    apply_thread_policy()  # cmcr's thread choice unless the caller made one (cmcr.threads)
+    apply_thread_policy()  # cmcr's thread choice unless the caller made one (cmcr.runtime.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)

@@ -7,7 +7,6 @@ Head_A = CLIP, Head_B = ULIP.
 
 from __future__ import annotations
 
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,9 @@ import torch.nn.functional as F
 
 from cmcr.config import ModelConfig, ProjectorConfig, SpaceSpec, from_dict
 from cmcr.errors import CheckpointError
-from cmcr.model import ConnectedModel, bounded, check_state_fits
-from cmcr.weights import check_finite, holds_python_objects
+from cmcr.data.weights import bounded, check_state_fits
+from cmcr.method.model import ConnectedModel
+from cmcr.data.weights import check_finite, read_torch_state
 
 
 @dataclass(frozen=True)
@@ -46,35 +46,7 @@ OFFICIAL_KINDS: dict[str, OfficialKind] = {
 }
 
 
-def read_official_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load an official checkpoint safely (weights only), unwrapping common containers."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # torch's message suggests weights_only=False: never that
-        if not holds_python_objects(err):
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (damaged, or not "
-                                  "written by torch.save)") from None
-        raise CheckpointError(f"{path}: not a plain tensor checkpoint: it holds Python objects, "
-                              "which cmcr does not unpickle (a checkpoint of tensors is needed; "
-                              "re-save the state dict with torch.save(model.state_dict(), ...) "
-                              "from a source you trust)") from None
-    except Exception as err:  # torch raises many types for damaged or non-torch files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
-                              f"{first[:200]})") from None
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors")
-    odd = next((key for key in state if not isinstance(key, str)), None)
-    if odd is not None:
-        raise CheckpointError(f"{path}: state dict key {odd!r:.60} is not a string (it is of "
-                              f"type {type(odd).__name__}); a state dict's keys name its tensors")
-    return {key.removeprefix("module."): value for key, value in state.items()}
+
 
 
 def _cmcr_to_official_key(key: str, kind: OfficialKind) -> str:
@@ -101,7 +73,7 @@ def import_official(path: str | Path, kind: str) -> ConnectedModel:
     if kind not in OFFICIAL_KINDS:
         raise CheckpointError(f"unknown official kind '{kind}'; valid: {', '.join(OFFICIAL_KINDS)}")
     spec = OFFICIAL_KINDS[kind]
-    state = read_official_state(path)
+    state = read_torch_state(path)
     found = detect_kind(state)
     if found != kind:
         hint = f"it looks like a '{found}' checkpoint" if found else \

@@ -156,28 +156,3 @@ def sample_rows(count: int, limit: int, seed: int = 0) -> np.ndarray | None:
 
 
 # key -> (what a reader sees, how a value is printed)
-GEOMETRY_LABELS: dict[str, tuple[str, str]] = {
-    "dim": ("dim", "{:d}"),
-    "effective_dim": ("participation ratio (media rows)", "{:.1f}"),
-    "modality_gap": ("modality gap (centroid distance)", "{:.3f}"),
-    "gap_stability": ("gap direction stability (cosine of halves)", "{:.3f}"),
-    "matched_cosine": ("matched-pair cosine", "{:.3f}"),
-    "within_cosine": ("mean cosine within a modality", "{:.3f}"),
-    "paired_residual_variance": ("paired residual variance per dim", "{:.5f}"),
-    "noise_cosine": ("cosine left by the noise", "{:.3f}"),
-}
-
-
-def geometry_table(columns: dict[str, dict[str, Any]], markdown: bool = False) -> str:
-    """A table with one row per geometry key and one column per named geometry (missing or
-    None values print as "-")."""
-    from cmcr.eval.tables import text_table
-
-    rows = []
-    for key, (label, fmt) in GEOMETRY_LABELS.items():
-        cells = []
-        for values in columns.values():
-            value = values.get(key)
-            cells.append("-" if value is None else fmt.format(int(value) if key == "dim" else value))
-        rows.append([label, *cells])
-    return text_table(["", *columns], rows, markdown)

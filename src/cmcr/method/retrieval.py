@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cmcr.runtime import resolve_device
-from cmcr.store import EmbeddingStore, StoreInfo, StoreWriter, open_store
+from cmcr.data.store import EmbeddingStore, StoreInfo, StoreWriter, open_store
 
 RowSource = Union[EmbeddingStore, np.ndarray, torch.Tensor]
 Retriever = Callable[..., Union[np.ndarray, None]]  # retrieve_pseudo_embeddings' signature
