@@ -3,6 +3,7 @@ read back without the last line an interrupted write cut short."""
 
 from __future__ import annotations
 
+import hashlib
 import contextlib
 import json
 import os
@@ -52,3 +53,12 @@ def read_json_records(path: Path, error: type[Exception], fix: str) -> list[dict
         else:
             raise error(f"{path}, line {number}: not a JSON record; {fix}")
     return records
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (OSError when it cannot be read)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

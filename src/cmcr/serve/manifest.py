@@ -10,7 +10,6 @@ build was killed says so, and ``cmcr index build`` resumes or replaces it (cmcr.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 from cmcr.data.atomic import atomic_write_text
 from cmcr.errors import CheckpointError, StoreError
+from cmcr.data.atomic import file_sha256
 
 INDEX_FILE = "index.json"
 FORMAT_NAME = "cmcr-index"
@@ -81,13 +81,6 @@ class IndexManifest:
         return {"format": FORMAT_NAME, "version": FORMAT_VERSION, **asdict(self)}
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_digest(model_dir: str | Path) -> str:

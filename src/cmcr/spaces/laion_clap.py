@@ -11,7 +11,6 @@ or not, projection width) are read off the tensors' shapes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -30,6 +29,7 @@ from cmcr.data.weights import read_torch_state
 from cmcr.spaces.base import load_pretrained, quiet_transformers, require_transformers
 from cmcr.spaces.clap import LAION_INT16_AUDIO
 from cmcr.data.weights import check_finite
+from cmcr.data.atomic import file_sha256
 
 # The audio settings of every LAION-CLAP HTSAT model (its model_configs/HTSAT-*.json "audio_cfg"):
 # 48 kHz, hop 480, 10 s clips, 64 mel bins from 50 to 14000 Hz. The window length is read off the
@@ -220,12 +220,6 @@ def build_model(state: dict[str, torch.Tensor], layout: LaionLayout, source: Pat
     return model.eval()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def convert_laion_clap(checkpoint: str | Path, out: str | Path, tokenizer: str = "roberta-base",

@@ -7,11 +7,11 @@ space is loaded, and a space loads its towers only when a call needs them.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from pathlib import Path
 from typing import Any
 
+from cmcr.data.atomic import file_sha256
 from cmcr.errors import ConfigError
 from cmcr.spaces.base import Space
 
@@ -89,10 +89,10 @@ def weights_sha256(spec: str) -> str | None:
         return None
     local = Path(target).expanduser()
     if local.is_dir():
-        return file_sha256(local / WEIGHTS_FILE)
+        return _sha256_or_none(local / WEIGHTS_FILE)
     if local.is_file():
-        return file_sha256(local)
-    return file_sha256(_hub_cached_weights(target))
+        return _sha256_or_none(local)
+    return _sha256_or_none(_hub_cached_weights(target))
 
 
 def _hub_cached_weights(repo: str) -> Path | None:
@@ -105,15 +105,10 @@ def _hub_cached_weights(repo: str) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def file_sha256(path: Path | None) -> str | None:
-    """A file's sha256 (read in 1 MiB blocks), or None when it cannot be read."""
+def _sha256_or_none(path: Path | None) -> str | None:
     if path is None:
         return None
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(path)
     except OSError:
         return None
-    return digest.hexdigest()
