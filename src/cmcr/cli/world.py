@@ -153,7 +153,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     if not args.quiet:
         from cmcr.runtime.threads import cores_note
 
-        print(f"cmcr demo: {cores_note()}; about 4.5 minutes from scratch on 2 free cores, "
+        print(f"cmcr demo: {cores_note()}; about 5 minutes from scratch on 2 free cores, "
               "10-12 when four other jobs share them", file=sys.stderr, flush=True)
     results = run_demo(args.out, settings, progress=not args.quiet)
     print(summary_text(results))
