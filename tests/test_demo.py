@@ -376,3 +376,16 @@ def test_the_readmes_similarity_example_prints_a_clean_diagonal(demo, tmp_path, 
     for table in crossed:
         peaks = np.argmax(np.asarray(table["cosine"]), axis=1).tolist()
         assert peaks == list(range(len(peaks))), (table["rows"], table["columns"], table["cosine"])
+
+
+def test_the_demos_images_and_clips_carry_their_concepts_and_captions(demo):
+    """What the search page shows beside a world row: its concepts and its own kind of caption."""
+    from cmcr.data.store import open_store
+
+    out, _ = demo
+    image = open_store(out / "emb" / "test_image").metadata()[0]
+    audio = open_store(out / "emb" / "test_audio").metadata()[0]
+    world = json.loads((out / "world" / "test_pairs.jsonl").read_text().splitlines()[0])
+    assert image["concepts"] == world["image_concepts"] and image["caption"] == world["look_caption"]
+    assert audio["concepts"] == world["audio_concepts"] and audio["caption"] == world["sound_caption"]
+    assert image["source"].endswith(world["image"])

@@ -41,10 +41,12 @@ FILE_EXTENSIONS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class InputItem:
-    """One thing to embed: a stable id and its source (a file path, or the text itself)."""
+    """One thing to embed: a stable id and its source (a file path, or the text itself), and
+    optional metadata its store row keeps (a label or caption a search result shows)."""
 
     id: str
     source: str
+    meta: dict[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -402,11 +404,12 @@ def _store_batch(space: Space, modality: str, batch: Batch, items: Sequence[Inpu
 def row_metadata(modality: str, item: InputItem) -> dict[str, str]:
     """What a store row records of its input: the text itself, or the file's absolute path
     (what a search index shows and serves)."""
+    extra = dict(item.meta or {})
     if modality == "text":
-        return {"text": item.source}
+        return {"text": item.source, **extra}
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", item.source):  # a URI (cmcr embed --ray): as given
-        return {"source": item.source}
-    return {"source": os.path.abspath(item.source)}
+        return {"source": item.source, **extra}
+    return {"source": os.path.abspath(item.source), **extra}
 
 
 def _write_run_file(out: Path, space: Space, modality: str, summary: EmbedSummary) -> None:

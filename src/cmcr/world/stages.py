@@ -49,7 +49,17 @@ def _items(world: WorldManifest, split: str, field: str) -> list[InputItem]:
     records = getattr(world, split)
     if field.endswith("caption"):
         return [InputItem(r["id"], r[field]) for r in records]
-    return [InputItem(r["id"], str(world.path(r[field]))) for r in records]
+    return [InputItem(r["id"], str(world.path(r[field])), row_labels(r, field)) for r in records]
+
+
+def row_labels(record: dict, field: str) -> dict[str, Any]:
+    """What a search result shows for a world image or clip: the concepts it holds and the
+    caption of its own kind (a look caption for an image, a sound caption for a clip)."""
+    kind = "image" if field == "image" else "audio"
+    concepts = record.get(f"{kind}_concepts") or record.get("concepts") or (
+        [record["concept"]] if "concept" in record else [])
+    caption = record.get("look_caption" if kind == "image" else "sound_caption") or record.get("caption")
+    return {key: value for key, value in (("concepts", concepts), ("caption", caption)) if value}
 
 
 def spaces_fingerprint(spaces: dict[str, Space]) -> dict[str, str]:
@@ -76,9 +86,9 @@ def embed_world(world: WorldManifest, spaces: dict[str, Space], out_dir: Path,
         path = out_dir / name
         stores[name] = path
         existing = open_store(path).info if (path / "store.json").exists() else None
-        if not stale and existing and existing.complete and existing.has_metadata:
+        if not stale and existing and existing.complete and _has_labels(path, field):
             continue
-        redo = stale or bool(existing and not existing.has_metadata)  # made before stores kept sources
+        redo = stale or bool(existing and not _has_labels(path, field))  # made before rows had labels
         restore_media(world, split, progress)
         summary = embed_items(spaces[space_name], modality, _items(world, split, field), path,
                               batch_size=128, workers=workers, progress=progress, overwrite=redo,
@@ -87,6 +97,17 @@ def embed_world(world: WorldManifest, spaces: dict[str, Space], out_dir: Path,
             raise CmcrError(f"{path}: {len(summary.errors)} world files could not be embedded, "
                             f"first: {summary.errors[0]}")
     return FrozenEmbeddings(stores)
+
+
+def _has_labels(store: Path, field: str) -> bool:
+    """Whether a store's rows carry what this version writes (texts need only their text)."""
+    opened = open_store(store)
+    if not opened.info.has_metadata:
+        return False
+    if field.endswith("caption"):
+        return True
+    first = (opened.metadata() or [{}])[0]
+    return "concepts" in first or "caption" in first
 
 
 IMAGE_PROMPT = "a photo of a {}"  # zero-shot prompts of the retention measurements
