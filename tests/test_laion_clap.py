@@ -62,11 +62,28 @@ def converted(checkpoints, tmp_path_factory) -> dict[str, Path]:
             for kind, path in checkpoints.items()}
 
 
-@pytest.fixture(scope="module")
-def clips(assets_dir, reference, tmp_path_factory) -> list[Path]:
-    paths = load_generator().make_clips(assets_dir, tmp_path_factory.mktemp("laion-clips"))
-    assert [p.name for p in paths] == reference[1]["clips"]
-    return paths
+@pytest.fixture(scope="module", params=["synthetic", "demo"])
+def clips(request, reference, tmp_path_factory) -> "Clips":
+    """Six clips and their reference key: the synthetic ones (made here, the same bytes on every
+    machine: no file needed) and the C-MCR demo's WAVs (when the demo inputs are found)."""
+    generator = load_generator()
+    folder = tmp_path_factory.mktemp(f"laion-clips-{request.param}")
+    if request.param == "demo":
+        paths = generator.make_clips(request.getfixturevalue("assets_dir"), folder)
+        names, key = reference[1]["clips"], "audio"
+    else:
+        paths = generator.make_synthetic_clips(folder)
+        names, key = reference[1]["synthetic_clips"], "synthetic"
+    assert [p.name for p in paths] == names
+    return Clips(paths, key)
+
+
+class Clips(list):
+    """Clip paths, and the reference.npz key of their embeddings ("audio" or "synthetic")."""
+
+    def __init__(self, paths: list[Path], key: str):
+        super().__init__(paths)
+        self.key = key
 
 
 def distance(ours: torch.Tensor | np.ndarray, theirs: np.ndarray) -> float:
@@ -84,8 +101,8 @@ def test_audio_files_embed_as_laion_clap_does(kind, converted, clips, reference)
     """WAV files at 32 kHz: resampling, 16-bit rounding, fusion windows (30 s clip), padding (3 s),
     the just-over-10-s corner case, all in one batch."""
     ours = load_space(f"clap:{converted[kind]}", device="cpu").embed("audio", clips)
-    assert ours.shape == reference[0][f"{kind}_audio_files"].shape
-    assert distance(ours, reference[0][f"{kind}_audio_files"]) < TOLERANCE
+    assert ours.shape == reference[0][f"{kind}_{clips.key}_files"].shape
+    assert distance(ours, reference[0][f"{kind}_{clips.key}_files"]) < TOLERANCE
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -93,7 +110,7 @@ def test_waveforms_embed_as_laion_clap_get_audio_embedding_from_data(kind, conve
                                                                      reference):
     waves = [load_audio(path, 48000) for path in clips[:3]]
     ours = load_space(f"clap:{converted[kind]}", device="cpu").embed("audio", waves, batch_size=2)
-    assert distance(ours, reference[0][f"{kind}_audio_data"]) < TOLERANCE
+    assert distance(ours, reference[0][f"{kind}_{clips.key}_data"]) < TOLERANCE
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -116,7 +133,7 @@ def test_cli_convert_then_embed_stores_laion_clap_embeddings(checkpoints, clips,
                  "--out", str(tmp_path / "store"), "--workers", "0", "--batch-size", "4",
                  "--quiet"]) == 0
     store = open_store(tmp_path / "store")
-    assert distance(store.rows(0, len(store)), reference[0]["fused_audio_files"]) < TOLERANCE
+    assert distance(store.rows(0, len(store)), reference[0][f"fused_{clips.key}_files"]) < TOLERANCE
     record = json.loads((out / laion_clap.SOURCE_FILE).read_text())
     assert record["fused"] is True and len(record["sha256"]) == 64
 
@@ -140,7 +157,7 @@ def test_a_mis_mapped_audio_key_changes_the_embeddings(kind, setting, wrong, che
                                                        reference, tmp_path, monkeypatch):
     monkeypatch.setattr(laion_clap, setting, wrong)
     ours = convert_and_embed(checkpoints[kind], tmp_path / "wrong", clips)
-    assert distance(ours, reference[0][f"{kind}_audio_files"]) > 10 * TOLERANCE
+    assert distance(ours, reference[0][f"{kind}_{clips.key}_files"]) > 10 * TOLERANCE
 
 
 def test_a_mis_mapped_text_key_changes_the_embeddings(checkpoints, reference, tmp_path,

@@ -112,7 +112,7 @@ def register_htsat_mini(config_dir: Path) -> None:
 
 def write_tokenizer(directory: Path) -> None:
     """cmcr's byte-level BPE writer (loaded by path: cmcr itself needs numpy 2)."""
-    path = HERE.parents[2] / "src" / "cmcr" / "world" / "tokenizer.py"
+    path = HERE.parents[2] / "src" / "cmcr" / "spaces" / "tokenizer.py"
     spec = importlib.util.spec_from_file_location("cmcr_tokenizer", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -196,12 +196,45 @@ def make_clips(assets: Path, directory: Path) -> list[Path]:
     corner case laion_clap treats as not longer)."""
     clips = [assets / f"{name}.wav" for name in ("BBQ", "toilet", "train")]
     waves = [soundfile.read(str(path), dtype="int16")[0] for path in clips]
+    return clips + derive_clips(waves, directory, "")
+
+
+def derive_clips(waves: list[np.ndarray], directory: Path, prefix: str) -> list[Path]:
+    """The three clips derived from three 10 s, 32 kHz int16 waves, written in ``directory``."""
     derived = {"long30s.wav": np.concatenate(waves), "short3s.wav": waves[0][:105600],
                "edge10s.wav": np.concatenate([waves[1], waves[2][:200]])}
+    paths = []
     for name, samples in derived.items():
-        soundfile.write(str(directory / name), samples, 32000, subtype="PCM_16")
-        clips.append(directory / name)
-    return clips
+        soundfile.write(str(directory / f"{prefix}{name}"), samples, 32000, subtype="PCM_16")
+        paths.append(directory / f"{prefix}{name}")
+    return paths
+
+
+def synthetic_waves(rate: int = 32000, seconds: float = 10.0) -> list[np.ndarray]:
+    """Three 10 s int16 waves made here, the same on every machine (so the test needs no file it
+    cannot ship): a rising chirp with harmonics, a pulsed tone over hum, a swept noise band."""
+    rng = np.random.default_rng(20261205)
+    t = np.arange(int(rate * seconds)) / rate
+    phase = 2 * np.pi * (200 * t + (3800 / (2 * seconds)) * t ** 2)
+    chirp = sum(np.sin(k * phase) / k for k in (1, 2, 3))
+    pulses = np.sin(2 * np.pi * 880 * t) * (np.sin(2 * np.pi * 3 * t) > 0.3) + 0.3 * np.sin(2 * np.pi * 60 * t)
+    noise = rng.standard_normal(len(t))
+    band = np.convolve(noise, np.hanning(64) / 32, mode="same") * np.sin(np.pi * t / seconds) ** 2
+    waves = []
+    for wave in (chirp, pulses, band + 0.05 * noise):
+        wave = 0.7 * wave / np.abs(wave).max()
+        waves.append(np.round(wave * 32767).astype(np.int16))
+    return waves
+
+
+def make_synthetic_clips(directory: Path) -> list[Path]:
+    """The synthetic waves as WAVs, then the same three derived clips as the demo's."""
+    waves = synthetic_waves()
+    clips = []
+    for index, wave in enumerate(waves):
+        soundfile.write(str(directory / f"synthetic{index}.wav"), wave, 32000, subtype="PCM_16")
+        clips.append(directory / f"synthetic{index}.wav")
+    return clips + derive_clips(waves, directory, "synthetic-")
 
 
 @contextlib.contextmanager
@@ -258,6 +291,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp())
     register_htsat_mini(scratch)
     clips = make_clips(args.assets, scratch)
+    synthetic = make_synthetic_clips(scratch)
     arrays, notes = {}, {}
     for kind, seed in SEEDS.items():
         module = build_module(kind == "fused", seed)
@@ -268,6 +302,8 @@ def main() -> None:
         module = reload(kind == "fused", checkpoint)
         for route, embeddings in audio_embeddings(module, clips).items():
             arrays[f"{kind}_audio_{route}"] = embeddings
+        for route, embeddings in audio_embeddings(module, synthetic).items():
+            arrays[f"{kind}_synthetic_{route}"] = embeddings
         with torch.no_grad():
             arrays[f"{kind}_text"] = module.get_text_embedding(TEXTS)
         if kind == "fused":  # what today's torchvision default would give instead
@@ -278,6 +314,7 @@ def main() -> None:
     from importlib.metadata import version
 
     record = {"clips": [p.name for p in clips], "data_clips": [p.name for p in clips[:3]],
+              "synthetic_clips": [p.name for p in synthetic],
               "texts": TEXTS, "seeds": SEEDS, "htsat": HTSAT_MINI, "roberta": ROBERTA_MINI,
               "joint_dim": JOINT_DIM, "randomness": "centre of each range", "resize_antialias": False,
               "versions": {name: version(name) for name in (
