@@ -156,6 +156,15 @@ def _settings(train: TrainConfig, method: MethodConfig, model: ConnectedModel) -
             "projectors": {k: dataclasses.asdict(v) for k, v in model.config.projectors.items()}}
 
 
+def optimizer_and_schedule(model: torch.nn.Module, train: TrainConfig, total_steps: int
+                           ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW and its warm-up + cosine schedule over ``total_steps``."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_lr_factor(
+        step, total_steps, train.warmup_steps, train.min_lr_ratio))
+    return optimizer, scheduler
+
+
 def train_projectors(model: ConnectedModel, data: Batches, train: TrainConfig,
                      method: MethodConfig, out_dir: str | Path, *, resume: bool = False,
                      device: torch.device = torch.device("cpu"), progress: bool = True,
@@ -173,12 +182,10 @@ def train_projectors(model: ConnectedModel, data: Batches, train: TrainConfig,
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(train.seed)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     per_epoch = steps_per_epoch(len(data), train.batch_size, train.drop_last)
     warn_if_short_epochs(len(data), train.batch_size, per_epoch)
     total_steps = per_epoch * train.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_lr_factor(
-        step, total_steps, train.warmup_steps, train.min_lr_ratio))
+    optimizer, scheduler = optimizer_and_schedule(model, train, total_steps)
     settings = {**_settings(train, method, model), "rows": len(data), **(extra_settings or {}),
                 **({"residuals": residuals} if residuals else {})}
     batch_loss = batch_loss or cmcr_batch_loss(tuple(data.space_names), method, residuals)
