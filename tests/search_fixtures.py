@@ -167,6 +167,14 @@ def wait_until_serving(url: str, process: subprocess.Popen, token: str | None = 
 @contextlib.contextmanager
 def running_server(index: Path, *options: str, token: str | None = None) -> Iterator[str]:
     """`cmcr serve INDEX OPTIONS` in its own process on a free port; yields its base URL."""
+    with serving_process(index, *options, token=token) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def serving_process(index: Path, *options: str, token: str | None = None
+                    ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As :func:`running_server`, yielding (base URL, the server's process)."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     if token is not None:
@@ -177,7 +185,7 @@ def running_server(index: Path, *options: str, token: str | None = None) -> Iter
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(url, process, token)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         try:

@@ -9,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -26,7 +23,7 @@ from PIL import Image
 from cmcr.cli import main
 from cmcr.serve.query import UploadLimitError, UploadLimits, sniff_upload
 from cmcr.data.store import open_store, write_store
-from search_fixtures import free_port, wait_until_serving
+from search_fixtures import serving_process
 from test_serve import call, get_json, post_file, still_serving
 
 SERVE_OPTIONS = ["--max-upload-mb", "4", "--max-upload-seconds", "30", "--max-sample-rate",
@@ -106,22 +103,8 @@ def media_rows(search_world, tmp_path_factory) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def server(media_rows) -> tuple[str, int]:
     """`cmcr serve` on the hostile index with tighter audio limits; yields (base URL, pid)."""
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cmcr", "serve", str(media_rows["index"]), "--port", str(port),
-         "--device", "cpu", *SERVE_OPTIONS], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(url, process)
+    with serving_process(media_rows["index"], *SERVE_OPTIONS) as (url, process):
         yield url, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def rss_mib(pid: int) -> float:
