@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,12 +63,10 @@ def row_labels(record: dict, field: str) -> dict[str, Any]:
 
 def spaces_fingerprint(spaces: dict[str, Space]) -> dict[str, str]:
     """A digest of each space's weights, so embeddings made by other weights are not reused."""
-    digests = {}
-    for name, space in spaces.items():
-        weights = Path(getattr(space, "name_or_path", "")) / "model.safetensors"
-        digests[name] = (hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-                         if weights.is_file() else space.name)
-    return digests
+    from cmcr.spaces.registry import weights_sha256
+
+    digests = {name: weights_sha256(space.name) for name, space in spaces.items()}
+    return {name: digest[:16] if digest else spaces[name].name for name, digest in digests.items()}
 
 
 def embed_world(world: WorldManifest, spaces: dict[str, Space], out_dir: Path,
