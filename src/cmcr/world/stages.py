@@ -12,7 +12,7 @@ import numpy as np
 from cmcr.embed import InputItem, embed_items
 from cmcr.errors import CmcrError
 from cmcr.spaces.base import Space
-from cmcr.data.store import open_store
+from cmcr.data.store import EmbeddingStore, open_store
 from cmcr.world.generate import WorldManifest, restore_media
 
 # store name -> (space, modality, split, record field); texts take the caption itself
@@ -82,10 +82,11 @@ def embed_world(world: WorldManifest, spaces: dict[str, Space], out_dir: Path,
     for name, (space_name, modality, split, field) in EMBEDDINGS.items():
         path = out_dir / name
         stores[name] = path
-        existing = open_store(path).info if (path / "store.json").exists() else None
-        if not stale and existing and existing.complete and _has_labels(path, field):
+        existing = open_store(path) if (path / "store.json").exists() else None
+        labelled = existing is not None and _has_labels(existing, field)
+        if not stale and labelled and existing.info.complete:
             continue
-        redo = stale or bool(existing and not _has_labels(path, field))  # made before rows had labels
+        redo = stale or (existing is not None and not labelled)  # made before rows had labels
         restore_media(world, split, progress)
         summary = embed_items(spaces[space_name], modality, _items(world, split, field), path,
                               batch_size=128, workers=workers, progress=progress, overwrite=redo,
@@ -96,14 +97,13 @@ def embed_world(world: WorldManifest, spaces: dict[str, Space], out_dir: Path,
     return FrozenEmbeddings(stores)
 
 
-def _has_labels(store: Path, field: str) -> bool:
+def _has_labels(store: EmbeddingStore, field: str) -> bool:
     """Whether a store's rows carry what this version writes (texts need only their text)."""
-    opened = open_store(store)
-    if not opened.info.has_metadata:
+    if not store.info.has_metadata:
         return False
     if field.endswith("caption"):
         return True
-    first = (opened.metadata() or [{}])[0]
+    first = (store.metadata() or [{}])[0]
     return "concepts" in first or "caption" in first
 
 
