@@ -79,6 +79,8 @@ def media_rows(search_world, tmp_path_factory) -> dict[str, object]:
     (media / "fake.png").write_text("plain text named like a picture\n")
     (media / "link.png").symlink_to(outside / "outside.png")
     (media / "tone.wav").write_bytes(sound(1600, 16000))
+    (media / "huge.png").write_bytes(png(12_000, 12_000))
+    (media / "line.png").write_bytes(png(5_000_000, 1))
     rows = {"inside": ("inside.png", {}),
             "absolute inside": (str(media / "inside.png"), {}),
             "absolute outside": (str(outside / "outside.png"), {}),
@@ -86,7 +88,9 @@ def media_rows(search_world, tmp_path_factory) -> dict[str, object]:
             "source outside": ("by-source", {"source": str(outside / "secret.txt")}),
             "link out": ("link.png", {}),
             "text as png": ("fake.png", {}),
-            "sound in an image row": ("tone.wav", {})}
+            "sound in an image row": ("tone.wav", {}),
+            "huge picture": ("huge.png", {}),
+            "long line": ("line.png", {})}
     unit = np.random.default_rng(0).standard_normal((len(rows), 16)).astype(np.float32)
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
     write_store(root / "hostile", unit, [item_id for item_id, _ in rows.values()],
@@ -253,6 +257,23 @@ def test_media_rows_inside_the_folder_are_served_by_their_content(server, media_
         assert Image.open(io.BytesIO(body)).size == (20, 20)
     status, headers, _ = call(url, "GET", f"/media/{media_rows['rows']['inside']}?thumb=16")
     assert status == 200 and headers["content-type"] == "image/jpeg"
+
+
+@pytest.mark.parametrize("label, words", [
+    ("huge picture", ["12,000 x 12,000 = 144,000,000 pixels", "--max-image-pixels"]),
+    ("long line", ["5,000,000 x 1", "--max-image-aspect"]),
+])
+def test_thumbnails_of_the_collections_own_images_are_bounded(server, media_rows, label, words):
+    """An index's own picture over the upload limits gets 413 for its thumbnail, from its
+    header, before any pixel is decoded; the file itself is still served as it is."""
+    url, _ = server
+    row = media_rows["rows"][label]
+    got, _, body = call(url, "GET", f"/media/{row}?thumb=64")
+    assert got == 413, body
+    assert all(word in json.loads(body)["error"] for word in words)
+    got, headers, _ = call(url, "GET", f"/media/{row}")
+    assert got == 200 and headers["content-type"] == "image/png"
+    still_serving(url)
 
 
 @pytest.mark.parametrize("label, status, words", [

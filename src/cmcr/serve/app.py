@@ -250,8 +250,8 @@ class SearchAPI:
                              "(spectrogram=PX draws audio)")
         if kinds[0] == "spectrogram" and not media_type.startswith("audio/"):
             raise InputError(f"spectrogram=PX is for audio rows; row {row}'s file is {media_type}")
-        draw = (functools.partial(thumbnail, str(path), size) if kinds[0] == "thumb" else
-                functools.partial(spectrogram, str(path), size, self.limits))
+        drawing = thumbnail if kinds[0] == "thumb" else spectrogram
+        draw = functools.partial(drawing, str(path), size, self.limits)
         data = await run_in_threadpool(draw)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 

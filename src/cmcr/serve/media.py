@@ -2,9 +2,10 @@
 folder when it has one, and only when its content is the image, audio or video its row says),
 an image row's thumbnail, an audio row's spectrogram thumbnail and its duration.
 
-Thumbnails and spectrograms are bounded like uploads: at most MAX_THUMBNAIL pixels a side, audio
-read for at most SPECTROGRAM_SECONDS, refused from its header when its sample rate or channel
-count is over the server's upload limits; both are cached (LRU, THUMBNAIL_CACHE entries each).
+Thumbnails and spectrograms are bounded like uploads: at most MAX_THUMBNAIL pixels a side, an
+image refused from its header when its pixels or aspect ratio are over the server's upload
+limits, audio read for at most SPECTROGRAM_SECONDS and refused from its header when its sample
+rate or channel count is over them; both are cached (LRU, THUMBNAIL_CACHE entries each).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from cmcr.errors import InputError
-from cmcr.serve.query import AUDIO_FORMATS, IMAGE_FORMATS, UploadLimitError, UploadLimits
+from cmcr.serve.query import (AUDIO_FORMATS, IMAGE_FORMATS, UploadLimitError, UploadLimits,
+                              check_image_header)
 
 MAX_THUMBNAIL = 1024
 THUMBNAIL_CACHE = 1024
@@ -103,10 +105,23 @@ def jpeg(image: object) -> bytes:
 
 
 @functools.lru_cache(maxsize=THUMBNAIL_CACHE)
-def thumbnail(path: str, size: int) -> bytes:
-    """An image file as a JPEG at most ``size`` pixels wide and high (decoded by cmcr's protocol)."""
+def thumbnail(path: str, size: int, limits: UploadLimits = UploadLimits()) -> bytes:
+    """An image file as a JPEG at most ``size`` pixels wide and high (decoded by cmcr's protocol),
+    refused from its header when its pixels or aspect ratio are over the upload limits."""
+    from PIL import Image
+
     from cmcr.data.processing import load_image
 
+    try:
+        with Image.open(path) as header:
+            dimensions = header.size
+    except Image.DecompressionBombError:
+        raise UploadLimitError(f"{Path(path).name}: over PIL's decompression-bomb limit; no "
+                               "thumbnail is drawn") from None
+    except (OSError, ValueError, SyntaxError):
+        dimensions = None  # not a still image (a video frame): load_image decides
+    if dimensions is not None:
+        check_image_header(dimensions, Path(path).name, limits)
     image = load_image(path)
     image.thumbnail((size, size))
     return jpeg(image)
