@@ -201,6 +201,31 @@ def test_embed_on_a_ray_address_where_nothing_listens_stops_within_its_timeout(
     assert len(run.stderr.strip().splitlines()) == 1 and "internal error" not in run.stderr
 
 
+def test_connect_on_a_ray_address_where_nothing_listens_stops_within_its_timeout(tmp_path):
+    import os
+    import sys
+
+    from cmcr.cli import main
+    from cmcr.data.synthetic import SyntheticSizes, write_synthetic_example
+
+    sizes = SyntheticSizes(texts=64, images=32, audio=32, test_pairs=8, dim_a=8, dim_b=8)
+    config = write_synthetic_example(tmp_path / "data", seed=0, sizes=sizes, epochs=1,
+                                     batch_size=16)
+    address = f"127.0.0.1:{_closed_port()}"
+    began = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "cmcr", "connect", str(config), "--out", str(tmp_path / "out"),
+         "--quiet", "--ray", address, "--ray-timeout", "2"],
+        capture_output=True, text=True, timeout=50,
+        env={key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"})
+    assert time.monotonic() - began < 45
+    assert run.returncode == 2
+    assert f"no Ray cluster answers at {address} (tried for 2 s" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "internal error" not in run.stderr
+    assert main(["connect", str(config), "--out", str(tmp_path / "out"),
+                 "--ray-timeout", "2"]) == 2  # without --ray: refused, naming --ray
+
+
 @pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:99999", ":6379"])
 def test_a_ray_address_without_a_usable_port_is_named(address):
     from cmcr.distributed import ray_endpoint

@@ -200,6 +200,7 @@ class RetrievalConfig(Checked):
     section = "retrieval"
     engine: str = "local"
     address: str | None = None  # 'auto', 'HOST:6379'; None: RAY_ADDRESS or a new local Ray
+    timeout: float = ranged(60.0, 0, low_open=True)  # seconds a named cluster may take to answer
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -378,15 +378,16 @@ def retrieve_on_ray(queries: RowSource, memory: RowSource, temperature: float = 
                     top_k: int | None = None, *, query_chunk: int = 4096,
                     memory_chunk: int = 16384, device: Any = "auto",
                     out: StoreWriter | None = None, progress: bool = False,
-                    label: str = "memory retrieval", address: str | None = None
-                    ) -> np.ndarray | None:
+                    label: str = "memory retrieval", address: str | None = None,
+                    ray_timeout: float = RAY_TIMEOUT_S) -> np.ndarray | None:
     """:func:`retrieve_pseudo_embeddings` with each query chunk a Ray task over the whole memory,
     same signature and results (within float rounding). A memory store on disk is streamed by
     each task from its path (the same on every node); in-RAM rows go through Ray's object store.
-    A task uses the GPU Ray gives it (one each when the cluster has GPUs); ``device`` is unused."""
+    A task uses the GPU Ray gives it (one each when the cluster has GPUs); ``device`` is unused.
+    ``ray_timeout``: seconds the cluster at ``address`` may take to answer."""
     from tqdm.auto import tqdm
 
-    ray = connect_ray(address)
+    ray = connect_ray(address, ray_timeout)
     queries, memory = as_store(queries), as_store(memory)
     if queries.dim != memory.dim:
         raise ValueError(f"queries have dim {queries.dim} but memory has dim {memory.dim}")
@@ -425,6 +426,6 @@ def _keep_chunk(ray: Any, queries: Any, out: StoreWriter | None, result: np.ndar
         result[start:start + len(pseudo_rows)] = pseudo_rows
 
 
-def ray_retriever(address: str | None = None) -> Retriever:
+def ray_retriever(address: str | None = None, timeout: float = RAY_TIMEOUT_S) -> Retriever:
     """A retriever for :func:`cmcr.method.retrieval.cached_pseudo_embeddings` that runs on Ray."""
-    return functools.partial(retrieve_on_ray, address=address)
+    return functools.partial(retrieve_on_ray, address=address, ray_timeout=timeout)

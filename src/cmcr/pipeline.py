@@ -95,7 +95,7 @@ def retriever(config: RetrievalConfig) -> Retriever:
     if config.engine == "ray":
         from cmcr.distributed import ray_retriever
 
-        return ray_retriever(config.address)
+        return ray_retriever(config.address, config.timeout)
     return retrieve_pseudo_embeddings
 
 

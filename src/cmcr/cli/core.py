@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cmcr.cli.args import POSITIVE, SEED
+from cmcr.cli.args import POSITIVE, SEED, number
 
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
@@ -77,17 +77,26 @@ def _register_connect(subparsers) -> None:
                         help="memory retrieval on Ray (retrieval.engine: ray; pip install "
                              "'cmcr[ray]'): the cluster at ADDRESS, else RAY_ADDRESS, else a new "
                              "local Ray; same results (docs/scale.md)")
+    parser.add_argument("--ray-timeout", type=number(0, low_open=True), default=None,
+                        metavar="SECONDS", help="with --ray ADDRESS: how long the cluster may take "
+                        "to answer before connect stops (retrieval.timeout; default 60)")
     parser.set_defaults(run=run_connect)
 
 
 def run_connect(args: argparse.Namespace) -> int:
     from cmcr.config import RetrievalConfig, load_connect_config
+    from cmcr.errors import ConfigError
     from cmcr.pipeline import connect
 
     config = load_connect_config(args.config, args.overrides)
     if args.ray is not None:
         config.retrieval = RetrievalConfig(engine="ray",
-                                           address=args.ray or config.retrieval.address)
+                                           address=args.ray or config.retrieval.address,
+                                           timeout=config.retrieval.timeout)
+    elif args.ray_timeout is not None and config.retrieval.engine != "ray":
+        raise ConfigError("--ray-timeout is how long a Ray cluster may take to answer: add --ray")
+    if args.ray_timeout is not None:
+        config.retrieval.timeout = args.ray_timeout
     connect(config, args.out, resume=args.resume, device=args.device, cache_dir=args.cache_dir,
             progress=not args.quiet, allow_incomplete=args.allow_incomplete)
     print(f"saved connected model to {args.out} (load with cmcr.ConnectedModel.from_pretrained)")
