@@ -19,6 +19,7 @@ from cmcr.spaces.base import Space
 SPACE_KINDS: dict[str, str] = {
     "clip": "cmcr.spaces.clip:ClipSpace",
     "clap": "cmcr.spaces.clap:ClapSpace",
+    "open_clip": "cmcr.spaces.openclip:OpenClipSpace",
     "precomputed": "cmcr.spaces.stored:StoredSpace",
 }
 
@@ -73,6 +74,9 @@ def portable_name(spec: str, kind: str, target: str) -> str:
     """An alias or a hub name as given; a local folder or file as its absolute path."""
     if spec in SPACE_ALIASES:
         return spec
+    portable_target = getattr(space_class(kind), "portable_target", None)
+    if portable_target is not None:  # a kind whose target is more than a path (open_clip)
+        return f"{kind}:{portable_target(target)}"
     local = Path(target).expanduser()
     return f"{kind}:{local.resolve()}" if local.exists() else f"{kind}:{target}"
 
@@ -84,9 +88,12 @@ def weights_sha256(spec: str) -> str | None:
     """The sha256 of a space's weights when they are on this machine (a folder with
     model.safetensors, a weights file, or the Hugging Face cache; never downloaded), else None."""
     try:
-        _, target = parse_space_spec(spec)
+        kind, target = parse_space_spec(spec)
     except ConfigError:
         return None
+    local_weights = getattr(space_class(kind), "local_weights", None)
+    if local_weights is not None:  # a kind whose target is more than a path (open_clip)
+        return _sha256_or_none(local_weights(target))
     local = Path(target).expanduser()
     if local.is_dir():
         return _sha256_or_none(local / WEIGHTS_FILE)
