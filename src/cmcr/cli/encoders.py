@@ -68,11 +68,13 @@ present. An interrupted run resumes where it stopped when re-run with the same a
 gives exactly the store an uninterrupted run gives. Files that cannot be read are listed in
 STORE/errors.jsonl (path and reason) and in the summary; the others go on.
 
-Spaces: clip:NAME_OR_DIR (image, text), clap:NAME_OR_DIR (audio, text), precomputed:DIR.
+Spaces: clip:NAME_OR_DIR (image, text), clap:NAME_OR_DIR (audio, text),
+open_clip:ARCH:TAG_OR_PATH (image, text; pip install 'cmcr[open-clip]'), precomputed:DIR.
 
 examples:
   cmcr embed --space clip:openai/clip-vit-base-patch32 --modality image --input imagenet/ --out emb/clip_image
   cmcr embed --space clap:laion/clap-htsat-fused --modality audio --input audioset/ --out emb/clap_audio
+  cmcr embed --space open_clip:ViT-H-14:laion2b_s32b_b79k --modality image --input coco/ --out emb/clip_image
   cmcr embed --space clip:openai/clip-vit-base-patch32 --modality text --input captions.csv --column caption --out emb/clip_text
   cmcr embed --space clip:openai/clip-vit-base-patch32 --modality image --input s3_images.parquet --out emb/clip_image --ray auto
 """
