@@ -384,3 +384,25 @@ def test_search_errors_are_clear(search_world, tmp_path, capsys):
         index.encoder.embed("point_cloud", "x.npy")
     assert main(["search", str(tmp_path), "--text", "x"]) == 2
     assert "not a cmcr index" in capsys.readouterr().err
+
+
+def test_tuning_demands_the_target_with_confidence_not_just_on_average():
+    """The tuned breadth is the first whose 95 % interval over the tuning queries lies above the
+    target: a mean that only touches the target is not enough (held-out queries would miss it)."""
+    import faiss
+
+    rows = clustered_rows(6_000, 16, 600, seed=3).astype(np.float32)
+    index = faiss.index_factory(16, "IVF64,Flat", faiss.METRIC_INNER_PRODUCT)
+    index.train(rows)
+    index.add(rows)
+    truth = ann.ExactTopK(ann.perturbed_queries(rows[:512], seed=1), 10)
+    truth.update(0, rows)
+    plan = ann.choose_index(6_000, 16, "IVF64,Flat")
+    value, recall = ann.tune_search(index, plan, truth, target=0.9)
+    ann.set_search_parameter(index, "nprobe", value)
+    hits = ann.query_recalls(index.search(truth.queries, 10)[1], truth.labels)
+    assert ann.recall_lower_bound(hits) >= 0.9 and recall == pytest.approx(hits.mean())
+    ann.set_search_parameter(index, "nprobe", value // 2)
+    hits = ann.query_recalls(index.search(truth.queries, 10)[1], truth.labels)
+    assert ann.recall_lower_bound(hits) < 0.9  # the breadth below it was not confidently enough
+    assert ann.recall_lower_bound(np.array([1.0, 0.0] * 50)) < 0.5 - 0.09

@@ -9,9 +9,10 @@ The rule behind ``index_type="auto"`` (n rows of d dims, float32 vectors take 4Â
 
 with nlist the power of two nearest to sqrt(n) (at most n / 39, so k-means has 39 training rows a
 centroid), trained on at most 64Â·nlist rows. The number of probed lists is then tuned at build
-time: the smallest power of two whose recall@10 against exact search reaches the target (0.95) on
-256 stored rows perturbed to cosine ~0.7 (queries from another modality sit farther from the rows
-than the rows sit from each other). When the target needs a quarter of the lists or more, IVF
+time: the smallest power of two whose recall@10 against exact search reaches the target (0.95)
+with 95 % confidence (the lower end of the mean's interval, so that queries tuning never saw
+reach it too) on 512 stored rows perturbed to cosine ~0.7 (queries from another modality sit
+farther from the rows than the rows sit from each other). When the target needs a quarter of the lists or more, IVF
 gives no speed-up on these rows (fuzzy neighbourhoods in many dimensions), so the collection is
 rebuilt as ``HNSW32`` (``efSearch`` tuned the same way) when its graph fits the budget; it takes
 longer to build. If HNSW misses the target too, the collection gets exact search. Any faiss factory string (``HNSW32``, ``IVF4096,PQ32``, ...) overrides the rule.
@@ -34,7 +35,7 @@ from cmcr.errors import ConfigError, MissingDependencyError, StoreError
 EXACT_MAX_ROWS = 100_000
 TRAIN_ROWS_PER_LIST = 64
 MIN_ROWS_PER_LIST = 39
-TUNING_QUERIES = 256
+TUNING_QUERIES = 512
 TUNING_K = 10
 DEFAULT_TARGET_RECALL = 0.95
 EXACT_ALIASES = ("exact", "flat", "Flat")
@@ -195,10 +196,24 @@ def flat_storage(index: Any, rows: int) -> np.ndarray | None:
     return faiss.rev_swig_ptr(index.get_xb(), rows * index.d).reshape(rows, index.d)
 
 
+def query_recalls(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Each query's share of its exact top-k that the approximate top-k contains."""
+    return np.array([len(set(f[f >= 0].tolist()) & set(t.tolist())) / len(t)
+                     for f, t in zip(found, truth)], dtype=np.float64)
+
+
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean share of each query's exact top-k that the approximate top-k contains."""
-    hits = [len(set(f[f >= 0].tolist()) & set(t.tolist())) / len(t) for f, t in zip(found, truth)]
-    return float(np.mean(hits)) if hits else 1.0
+    hits = query_recalls(found, truth)
+    return float(hits.mean()) if len(hits) else 1.0
+
+
+def recall_lower_bound(hits: np.ndarray) -> float:
+    """The lower end of a 95 % interval of the mean recall over these queries (normal
+    approximation): what tuning must reach, so that queries it never saw reach the target too."""
+    if len(hits) < 2:
+        return float(hits.mean()) if len(hits) else 1.0
+    return float(hits.mean() - 1.96 * hits.std(ddof=1) / math.sqrt(len(hits)))
 
 
 def set_search_parameter(index: Any, name: str | None, value: int | None) -> None:
@@ -213,17 +228,18 @@ def set_search_parameter(index: Any, name: str | None, value: int | None) -> Non
 
 def tune_search(index: Any, plan: IndexPlan, truth: ExactTopK,
                 target: float = DEFAULT_TARGET_RECALL) -> tuple[int | None, float]:
-    """The smallest power-of-two breadth reaching ``target`` recall@k, and the recall it gets."""
+    """The smallest power-of-two breadth whose recall@k reaches ``target`` with 95 % confidence
+    (the lower end of the mean's interval over the tuning queries), and its mean recall."""
     if plan.search_parameter is None or len(truth.queries) == 0:
         return None, 1.0
     limit = max(1, _ivf_lists(index)) if plan.search_parameter == "nprobe" else 4096
-    value, recall = 1, 0.0
+    value = 1
     while True:
         set_search_parameter(index, plan.search_parameter, value)
         _, found = index.search(truth.queries, truth.k)
-        recall = recall_at_k(found, truth.labels)
-        if recall >= target or value >= limit:
-            return value, recall
+        hits = query_recalls(found, truth.labels)
+        if recall_lower_bound(hits) >= target or value >= limit:
+            return value, float(hits.mean())
         value = min(value * 2, limit)
 
 
