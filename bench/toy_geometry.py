@@ -1,0 +1,200 @@
+"""Exploration: which world and training give the toy CLIP real CLIP's geometry?
+
+Trains the toy CLIP's architecture (``cmcr.world.toy_spaces.build_toy_clip``) on ``--train``
+(image, look caption) pairs drawn like the world's CLIP split, optionally with three extra
+independent, captioned factors of variation (``--factors frame,bg,badge``: a coloured frame or
+none, dark/grey/light background, a white glyph in one of four corners), then prints the
+geometry (``cmcr.spaces.geometry``) of 1,000 held-out pairs: participation ratio of image and
+text rows, modality gap and its stability, matched and within-modality cosine, and image ->
+text R@1 as a sanity check of what was learned. docs/regimes.md holds the table it produced.
+
+    python bench/toy_geometry.py --epochs 10                     # ~1 minute on 2 cores
+    python bench/toy_geometry.py --factors frame,bg,badge --epochs 30 --scale 100
+    python bench/toy_geometry.py --width 256 --epochs 30         # 4x wider towers (~10 min)
+    python bench/toy_geometry.py --palette 48 --epochs 30        # concepts in 48 colours, not 11
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from cmcr.spaces import load_space
+from cmcr.spaces.base import quiet_transformers
+from cmcr.spaces.geometry import effective_dim, space_geometry
+from cmcr.world.captions import look_caption
+from cmcr.world.concepts import CONCEPTS
+from cmcr.world.render import render_image
+from cmcr.world.toy_spaces import (ToyTraining, _collate_all, _contrastive_training,
+                                   _transformers, build_toy_clip, world_words)
+
+FRAMES = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 225),
+          "yellow": (240, 225, 40), "purple": (140, 50, 190), "orange": (250, 140, 20),
+          "cyan": (40, 205, 215), "pink": (250, 125, 200)}
+CORNERS = {"top left": (2, 2), "top right": (52, 2), "bottom left": (2, 52),
+           "bottom right": (52, 52)}
+GLYPHS = ("dot", "plus", "bar", "box", "wedge")
+
+
+def draw_glyph(draw: ImageDraw.ImageDraw, kind: str, x: int, y: int, side: int = 9) -> None:
+    """A small white glyph with its top-left corner at (x, y)."""
+    white, mid = (255, 255, 255), side // 2
+    if kind == "dot":
+        draw.ellipse((x, y, x + side, y + side), fill=white)
+    elif kind == "plus":
+        draw.rectangle((x + mid - 1, y, x + mid + 1, y + side), fill=white)
+        draw.rectangle((x, y + mid - 1, x + side, y + mid + 1), fill=white)
+    elif kind == "bar":
+        draw.rectangle((x, y + mid - 1, x + side, y + mid + 2), fill=white)
+    elif kind == "box":
+        draw.rectangle((x, y, x + side, y + side), outline=white, width=2)
+    else:
+        draw.polygon([(x, y + side), (x + side, y + side), (x + mid, y)], fill=white)
+
+
+def extra_factors(image: Image.Image, factors: set[str], rng: np.random.Generator
+                  ) -> tuple[Image.Image, list[str]]:
+    """Apply the chosen extra factors to ``image``; each is captioned 70 % of the time."""
+    phrases = []
+    if "bg" in factors:
+        level = int(rng.integers(3))
+        pixels = np.asarray(image, np.float32) * (0.45, 1.0, 1.5)[level]
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        phrases.append(f"on a {('dark', 'grey', 'light')[level]} background")
+    draw = ImageDraw.Draw(image)
+    if "frame" in factors:
+        choice = int(rng.integers(len(FRAMES) + 1))  # the last choice: no frame
+        if choice < len(FRAMES):
+            name = list(FRAMES)[choice]
+            draw.rectangle((0, 0, 63, 63), outline=FRAMES[name], width=3)
+            phrases.append(f"in a {name} frame")
+    if "badge" in factors:
+        corner, glyph = list(CORNERS)[int(rng.integers(4))], GLYPHS[int(rng.integers(5))]
+        draw_glyph(draw, glyph, *CORNERS[corner])
+        phrases.append(f"with a {glyph} in the {corner} corner")
+    return image, [p for p in phrases if rng.uniform() < 0.7]
+
+
+def palette(count: int) -> list[tuple[int, int, int]]:
+    """``count`` saturated colours from a 5-level RGB grid, farthest-first from each other."""
+    levels = (20, 75, 130, 185, 240)
+    grid = np.array([(r, g, b) for r in levels for g in levels for b in levels], np.float32)
+    grid = grid[grid.max(1) - grid.min(1) >= 100]  # saturated: never the grey background
+    chosen = [0]
+    distance = np.linalg.norm(grid - grid[0], axis=1)
+    while len(chosen) < min(count, len(grid)):
+        chosen.append(int(distance.argmax()))
+        distance = np.minimum(distance, np.linalg.norm(grid - grid[chosen[-1]], axis=1))
+    return [tuple(int(v) for v in grid[i]) for i in chosen]
+
+
+def recoloured_concepts(count: int) -> list:
+    """The world's concepts with concept i in colour i mod ``count`` of :func:`palette`, each
+    colour named by a made-up word ("hueab"), so captions name it."""
+    import dataclasses
+    import itertools
+
+    from cmcr.world import concepts as world_concepts
+
+    names = ["hue" + "".join(letters) for letters in itertools.product("abcdefgh", repeat=3)]
+    for name, rgb in zip(names, palette(count)):
+        world_concepts.COLOURS[name] = rgb
+    used = min(count, len(palette(count)))
+    return [dataclasses.replace(concept, colour_name=names[i % used])
+            for i, concept in enumerate(CONCEPTS)]
+
+
+def make_pairs(seed: int, count: int, factors: set[str], out: Path, concepts: list
+               ) -> tuple[list[str], list[str]]:
+    """``count`` (image path, caption) pairs drawn like the world's CLIP split."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths, captions = [], []
+    for index in range(count):
+        rng = np.random.default_rng([seed, index])
+        objects = [concepts[i] for i in rng.permutation(len(concepts))[:int(rng.integers(1, 4))]]
+        image, boxes = render_image(objects, rng, 64)
+        caption = look_caption(objects, rng, [tuple(b) for b in boxes])
+        image, phrases = extra_factors(image, factors, rng)
+        path = out / f"{index:05d}.png"
+        image.save(path, compress_level=1)
+        paths.append(str(path))
+        captions.append(" ".join([caption, *phrases]))
+    return paths, captions
+
+
+def measure(directory: Path, images: list[str], captions: list[str]) -> dict[str, float]:
+    """Geometry of the held-out pairs through the trained space, and image -> text R@1."""
+    space = load_space(f"clip:{directory}", device="cpu")
+    image_rows = space.embed("image", images).numpy()
+    text_rows = space.embed("text", captions).numpy()
+    geometry = space_geometry(image_rows, text_rows, 0.004)
+    result = {key: round(float(geometry[key]), 3) for key in
+              ("effective_dim", "modality_gap", "gap_stability", "matched_cosine", "within_cosine")}
+    result["effective_dim_text"] = round(effective_dim(text_rows), 1)
+    similarity = torch.tensor(image_rows) @ torch.tensor(text_rows).T
+    result["i2t_r1"] = round(float((similarity.argmax(1) == torch.arange(len(images))).float()
+                                   .mean()), 3)
+    return result
+
+
+def widen(width: int) -> None:
+    """Make build_toy_clip's towers ``width`` wide (hidden size; MLP twice that)."""
+    transformers = _transformers()
+    original = transformers.CLIPConfig
+
+    def config(text_config: dict, vision_config: dict, projection_dim: int):
+        for tower in (text_config, vision_config):
+            tower.update(hidden_size=width, intermediate_size=2 * width)
+        return original(text_config=text_config, vision_config=vision_config,
+                        projection_dim=projection_dim)
+
+    transformers.CLIPConfig = config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--factors", default="", help="comma list of frame, bg, badge")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--scale", type=float, default=100.0,
+                        help="fixed, frozen logit scale (0: learned from 1/0.07)")
+    parser.add_argument("--train", type=int, default=3000, help="training pairs")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--width", type=int, default=0, help="tower width (default: the toy's 64)")
+    parser.add_argument("--palette", type=int, default=0,
+                        help="recolour the concepts from this many colours (default: the world's 11)")
+    args = parser.parse_args()
+    factors = set(filter(None, args.factors.split(",")))
+    if args.width:
+        widen(args.width)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        concepts = recoloured_concepts(args.palette) if args.palette else list(CONCEPTS)
+        train = make_pairs(0, args.train, factors, root / "train", concepts)
+        test = make_pairs(1, 1000, factors, root / "test", concepts)
+        directory = build_toy_clip(root / "clip", world_words(train[1] + test[1]), image_size=64)
+        space = load_space(f"clip:{directory}", device="cpu")
+        media, text = _collate_all(space, "image", train[0]), _collate_all(space, "text", train[1])
+        with quiet_transformers():
+            model = _transformers().CLIPModel.from_pretrained(directory)
+        training = ToyTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                               weight_decay=args.weight_decay, logit_scale=args.scale or None)
+        start = time.perf_counter()
+        _contrastive_training(model, media, text, training, True, "training toy CLIP")
+        seconds = round(time.perf_counter() - start)
+        with quiet_transformers():
+            model.save_pretrained(directory)
+        print(json.dumps({"factors": sorted(factors), **vars(args), "train_s": seconds,
+                          **measure(directory, *test)}))
+
+
+if __name__ == "__main__":
+    main()
