@@ -29,7 +29,7 @@ from cmcr.spaces.openclip import parse_target, weights_path
 from cmcr.spaces.registry import weights_sha256
 
 from search_fixtures import running_server, write_media
-from test_serve import get_json
+from test_serve import get_json, post_file
 
 ARCHITECTURES = ("ViT-S-32", "RN50")  # a vision transformer and a ResNet image tower
 TEXTS = ["a photo of a dog", "a red square on a white wall", "", "x " * 200]
@@ -250,3 +250,8 @@ def test_the_cli_accepts_open_clip_from_embed_to_serve(tmp_path, tiny_clap_dir):
         assert {hit["modality"] for hit in answer["results"]} == {"image"}
         status, info = get_json(url, "/api/info")
         assert status == 200 and json.dumps(info).count(arch) >= 1
+        # an uploaded picture goes through open_clip's own transform in the server's decoders
+        status, answer = post_file(url, files[1].name, files[1].read_bytes(), modality="image",
+                                   k="1")
+        assert status == 200, answer
+        assert answer["results"][0]["id"].endswith(files[1].name)
