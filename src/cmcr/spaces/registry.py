@@ -2,7 +2,9 @@
 
 Adding a kind is one entry in :data:`SPACE_KINDS` (or :func:`register_space_kind`); short names for
 well-known checkpoints are entries in :data:`SPACE_ALIASES`. Nothing heavy is imported until a
-space is loaded, and a space loads its towers only when a call needs them.
+space is loaded, and a space loads its towers only when a call needs them. A kind whose target
+is more than one path (open_clip's ``ARCH:WEIGHTS``) says what stores record and which file its
+weights are through the classmethods ``portable_target`` and ``local_weights``.
 """
 
 from __future__ import annotations
