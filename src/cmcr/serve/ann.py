@@ -10,9 +10,10 @@ The rule behind ``index_type="auto"`` (n rows of d dims, float32 vectors take 4Â
 with nlist the power of two nearest to sqrt(n) (at most n / 39, so k-means has 39 training rows a
 centroid), trained on at most 64Â·nlist rows. The number of probed lists is then tuned at build
 time: the smallest power of two whose recall@10 against exact search reaches the target (0.95)
-with 95 % confidence (the lower end of the mean's interval, so that queries tuning never saw
-reach it too) on 512 stored rows perturbed to cosine ~0.7 (queries from another modality sit
-farther from the rows than the rows sit from each other). When the target needs a quarter of the lists or more, IVF
+with 95 % confidence (the lower end of the mean's interval, so the luck of the draw does not
+decide it) on 512 stored rows perturbed to cosine ~0.7 (queries from another modality sit
+farther from the rows than the rows sit from each other; new points can still be harder, see
+docs/serve.md). When the target needs a quarter of the lists or more, IVF
 gives no speed-up on these rows (fuzzy neighbourhoods in many dimensions), so the collection is
 rebuilt as ``HNSW32`` (``efSearch`` tuned the same way) when its graph fits the budget; it takes
 longer to build. If HNSW misses the target too, the collection gets exact search. Any faiss factory string (``HNSW32``, ``IVF4096,PQ32``, ...) overrides the rule.
@@ -210,7 +211,7 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 def recall_lower_bound(hits: np.ndarray) -> float:
     """The lower end of a 95 % interval of the mean recall over these queries (normal
-    approximation): what tuning must reach, so that queries it never saw reach the target too."""
+    approximation): what tuning must reach, so that the luck of the draw does not decide it."""
     if len(hits) < 2:
         return float(hits.mean()) if len(hits) else 1.0
     return float(hits.mean() - 1.96 * hits.std(ddof=1) / math.sqrt(len(hits)))
