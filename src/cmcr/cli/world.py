@@ -14,7 +14,7 @@ DEMO_HELP = """\
 Run the whole C-MCR story offline in the built-in generated world (about four and a half
 minutes and 490 MB of disk on an idle 2-core machine, 10-12 minutes when other jobs share
 it; re-running reuses the world and the embeddings already in OUT). --paper trains with the
-paper's own head, batch and epochs instead (about 40 minutes).
+paper's own head, batch and epochs instead (about 30 minutes on 2 cores).
 
 A toy CLIP (a transformers CLIPModel trained on images and look captions) and a toy CLAP (a
 ClapModel trained on audio and sound captions, on different data) ship inside cmcr. The demo
@@ -70,7 +70,7 @@ def register(subparsers) -> None:
     demo.add_argument("--paper", action="store_true",
                       help="train as the paper does: the 512-1024-512 head, batch 4096, 36 epochs "
                            "(tau 0.01, sigma^2 0.004 and lambda 0.1 are the default's too); "
-                           "C-MCR, cmcr+ and their paired upper bounds, about 40 minutes on one thread")
+                           "C-MCR, cmcr+ and their paired upper bounds, about 30 minutes on 2 cores")
     demo.add_argument("--extend-ablations", action="store_true",
                       help="also train extend mode's two ablations (README section 3a)")
     demo.add_argument("--epochs", type=POSITIVE, default=None,
