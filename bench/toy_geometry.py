@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=100.0,
                         help="fixed, frozen logit scale (0: learned from 1/0.07)")
     parser.add_argument("--train", type=int, default=3000, help="training pairs")
+    parser.add_argument("--test", type=int, default=1000, help="held-out pairs measured")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=0.05)
@@ -179,7 +180,7 @@ def main() -> None:
         root = Path(scratch)
         concepts = recoloured_concepts(args.palette) if args.palette else list(CONCEPTS)
         train = make_pairs(0, args.train, factors, root / "train", concepts)
-        test = make_pairs(1, 1000, factors, root / "test", concepts)
+        test = make_pairs(1, args.test, factors, root / "test", concepts)
         directory = build_toy_clip(root / "clip", world_words(train[1] + test[1]), image_size=64)
         space = load_space(f"clip:{directory}", device="cpu")
         media, text = _collate_all(space, "image", train[0]), _collate_all(space, "text", train[1])
@@ -192,7 +193,7 @@ def main() -> None:
         seconds = round(time.perf_counter() - start)
         with quiet_transformers():
             model.save_pretrained(directory)
-        print(json.dumps({"factors": sorted(factors), **vars(args), "train_s": seconds,
+        print(json.dumps({**vars(args), "factors": sorted(factors), "train_s": seconds,
                           **measure(directory, *test)}))
 
 
