@@ -12,6 +12,7 @@ text R@1 as a sanity check of what was learned. docs/regimes.md holds the table 
     python bench/toy_geometry.py --factors frame,bg,badge --epochs 30 --scale 100
     python bench/toy_geometry.py --width 256 --epochs 30         # 4x wider towers (~10 min)
     python bench/toy_geometry.py --palette 48 --epochs 30        # concepts in 48 colours, not 11
+    python bench/toy_geometry.py --factors frame,bg,badge --hard-batches   # same-concept batches
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ FRAMES = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 225),
 CORNERS = {"top left": (2, 2), "top right": (52, 2), "bottom left": (2, 52),
            "bottom right": (52, 52)}
 GLYPHS = ("dot", "plus", "bar", "box", "wedge")
+FIRST_CONCEPTS: list[str] = []  # each generated pair's first concept, in order (--hard-batches)
 
 
 def draw_glyph(draw: ImageDraw.ImageDraw, kind: str, x: int, y: int, side: int = 9) -> None:
@@ -126,7 +128,24 @@ def make_pairs(seed: int, count: int, factors: set[str], out: Path, concepts: li
         image.save(path, compress_level=1)
         paths.append(str(path))
         captions.append(" ".join([caption, *phrases]))
+        FIRST_CONCEPTS.append(objects[0].name)
     return paths, captions
+
+
+def grouped_order(first_concepts: list[str], batch_size: int):
+    """An epoch order whose batches hold pairs of few first concepts (hard negatives): pairs
+    sorted by their first concept (ties shuffled), cut into batches, the batches shuffled."""
+    names = sorted(set(first_concepts))
+    key = torch.tensor([names.index(name) for name in first_concepts], dtype=torch.float64)
+
+    def order(count: int, generator: torch.Generator) -> torch.Tensor:
+        jitter = torch.rand(count, generator=generator, dtype=torch.float64)
+        ranked = torch.argsort(key + 0.5 * jitter)
+        batches = list(ranked[:count - count % batch_size].split(batch_size))
+        shuffled = torch.randperm(len(batches), generator=generator)
+        return torch.cat([batches[i] for i in shuffled] + [ranked[count - count % batch_size:]])
+
+    return order
 
 
 def measure(directory: Path, images: list[str], captions: list[str]) -> dict[str, float]:
@@ -170,6 +189,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--width", type=int, default=0, help="tower width (default: the toy's 64)")
+    parser.add_argument("--hard-batches", action="store_true",
+                        help="batches of pairs that share their first concept (hard negatives)")
     parser.add_argument("--palette", type=int, default=0,
                         help="recolour the concepts from this many colours (default: the world's 11)")
     args = parser.parse_args()
@@ -180,6 +201,7 @@ def main() -> None:
         root = Path(scratch)
         concepts = recoloured_concepts(args.palette) if args.palette else list(CONCEPTS)
         train = make_pairs(0, args.train, factors, root / "train", concepts)
+        first_concepts = list(FIRST_CONCEPTS)
         test = make_pairs(1, args.test, factors, root / "test", concepts)
         directory = build_toy_clip(root / "clip", world_words(train[1] + test[1]), image_size=64)
         space = load_space(f"clip:{directory}", device="cpu")
@@ -189,7 +211,8 @@ def main() -> None:
         training = ToyTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                weight_decay=args.weight_decay, logit_scale=args.scale or None)
         start = time.perf_counter()
-        _contrastive_training(model, media, text, training, True, "training toy CLIP")
+        order = grouped_order(first_concepts, args.batch_size) if args.hard_batches else None
+        _contrastive_training(model, media, text, training, True, "training toy CLIP", order)
         seconds = round(time.perf_counter() - start)
         with quiet_transformers():
             model.save_pretrained(directory)

@@ -156,8 +156,10 @@ def train_toy_space(kind: str, directory: str | Path, media: Sequence[Any], capt
 
 def _contrastive_training(model: torch.nn.Module, media: dict[str, torch.Tensor],
                           text: dict[str, torch.Tensor], training: ToyTraining, progress: bool,
-                          description: str) -> list[float]:
-    """CLIP-style symmetric InfoNCE via the model's own ``return_loss``; returns epoch losses."""
+                          description: str, order: Any = None) -> list[float]:
+    """CLIP-style symmetric InfoNCE via the model's own ``return_loss``; returns epoch losses.
+    ``order(count, generator)`` gives each epoch's order of the pairs (default: a random
+    permutation; bench/toy_geometry.py batches same-concept pairs together with it)."""
     generator = torch.Generator().manual_seed(training.seed)
     torch.manual_seed(training.seed)
     if training.logit_scale is not None:
@@ -173,10 +175,10 @@ def _contrastive_training(model: torch.nn.Module, media: dict[str, torch.Tensor]
     losses = []
     bar = tqdm(total=total, desc=description, unit="step", disable=not progress)
     for _ in range(training.epochs):
-        order = torch.randperm(count, generator=generator)
+        permutation = (order or _random_order)(count, generator)
         epoch_loss = 0.0
         for step in range(steps):
-            index = order[step * training.batch_size:(step + 1) * training.batch_size]
+            index = permutation[step * training.batch_size:(step + 1) * training.batch_size]
             batch = {k: v[index] for k, v in {**media, **text}.items()}
             loss = model(**batch, return_loss=True).loss
             optimizer.zero_grad(set_to_none=True)
@@ -193,6 +195,10 @@ def _contrastive_training(model: torch.nn.Module, media: dict[str, torch.Tensor]
     return losses
 
 
+
+
+def _random_order(count: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randperm(count, generator=generator)
 
 
 def fix_logit_scale(model: torch.nn.Module, scale: float) -> None:
