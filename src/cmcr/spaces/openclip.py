@@ -143,7 +143,7 @@ class OpenClipSpace(Space):
             model, _, transform = open_clip.create_model_and_transforms(
                 self.arch, pretrained=str(self.weights_file or self.weights or "") or None,
                 device="cpu", weights_only=True, require_pretrained=self.weights is not None)
-        except CmcrError:
+        except (CmcrError, MemoryError):
             raise
         except pickle.UnpicklingError as err:
             fault = ("holds Python objects, which cmcr does not unpickle"
