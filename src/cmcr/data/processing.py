@@ -18,6 +18,7 @@ Every failure raises :class:`cmcr.errors.InputError` naming the path and the rea
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
@@ -25,7 +26,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -214,14 +215,22 @@ def video_duration(container: Any, stream: Any) -> float | None:
     return None
 
 
+@contextlib.contextmanager
+def _first_stream(path: Path, kind: str, missing: str) -> Iterator[tuple[Any, Any]]:
+    """The opened video file and its first ``kind`` stream ("video" or "audio"); an InputError
+    saying ``missing`` when it has none."""
+    with _open_video(path) as container:
+        streams = getattr(container.streams, kind)
+        if not streams:
+            raise InputError(f"{path}: {missing}")
+        yield container, streams[0]
+
+
 def load_video_frame(path: str | Path, time_s: float | None = None) -> Any:
     """The frame on screen at ``time_s`` seconds (default: the middle of the video) as RGB PIL."""
     path = Path(path)
     av = _require_av()
-    with _open_video(path) as container:
-        if not container.streams.video:
-            raise InputError(f"{path}: no video stream")
-        stream = container.streams.video[0]
+    with _first_stream(path, "video", "no video stream") as (container, stream):
         if time_s is None:
             duration = video_duration(container, stream)
             time_s = duration / 2 if duration else 0.0
@@ -250,10 +259,7 @@ def load_video_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """A video's first audio track -> float32 mono at ``sample_rate`` (channels averaged, soxr)."""
     path = Path(path)
     av = _require_av()
-    with _open_video(path) as container:
-        if not container.streams.audio:
-            raise InputError(f"{path}: no audio track")
-        stream = container.streams.audio[0]
+    with _first_stream(path, "audio", "no audio track") as (container, stream):
         resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=stream.rate)
         chunks: list[np.ndarray] = []
         try:
