@@ -62,6 +62,14 @@ def api(live_server: str, query: str) -> list[dict]:
         return json.load(answer)["results"]
 
 
+def type_search(tab, text: str, modality: str | None = None) -> None:
+    """Choose the modality (when given), type ``text`` and press Enter, as a user does."""
+    if modality is not None:
+        tab.select_option("#modality", modality)
+    tab.fill("#query", text)
+    tab.press("#query", "Enter")
+
+
 def card_ids(page) -> list[str]:
     return page.locator("#results .result").evaluate_all("cards => cards.map(c => c.dataset.id)")
 
@@ -74,9 +82,7 @@ def reload(page, live_server) -> None:
 def test_before_any_search_no_more_button_and_no_preview_box_are_visible(page, live_server):
     reload(page, live_server)
     assert not page.is_visible("#more") and not page.is_visible("#query-view")
-    page.select_option("#modality", "")
-    page.fill("#query", "a yellow sun")
-    page.press("#query", "Enter")
+    type_search(page, "a yellow sun", modality="")
     page.wait_for_function("document.querySelector('#status').textContent.includes('20 results for')")
     assert page.is_visible("#more")  # 20 of 24 rows shown: there is a next page
     assert not page.is_visible("#query-view")  # a text query has no preview
@@ -86,9 +92,7 @@ def test_before_any_search_no_more_button_and_no_preview_box_are_visible(page, l
 
 
 def test_typing_a_query_shows_result_cards(page, live_server):
-    page.select_option("#modality", "image")
-    page.fill("#query", "a yellow sun")
-    page.press("#query", "Enter")
+    type_search(page, "a yellow sun", modality="image")
     page.wait_for_function("document.querySelector('#status').textContent.includes('results for')")
     expected = [r["id"] for r in api(live_server, "q=a%20yellow%20sun&modality=image&k=20")]
     assert card_ids(page) == expected
@@ -116,9 +120,7 @@ def test_dropping_a_wav_searches_with_it(page, live_server, search_world):
 
 
 def test_clicking_a_result_searches_with_it(page, live_server):
-    page.select_option("#modality", "image")
-    page.fill("#query", "a red square")
-    page.press("#query", "Enter")
+    type_search(page, "a red square", modality="image")
     page.wait_for_function("document.querySelector('#status').textContent.includes('results for “a red')")
     first = page.locator("#results .result").first
     row = first.get_attribute("data-row")
@@ -142,8 +144,7 @@ def test_a_slow_answer_to_an_older_search_never_replaces_a_newer_one(page, live_
     page.wait_for_function("document.querySelector('#status').textContent.includes('results for')",
                            timeout=60_000)
     page.select_option("#modality", "image")  # re-runs the upload: answered in 1.5 s
-    page.fill("#query", "a red square")
-    page.press("#query", "Enter")
+    type_search(page, "a red square")
     page.wait_for_function("document.querySelector('#status').textContent.includes('results for “a red')")
     page.wait_for_timeout(2500)  # past the upload's delayed answer
     assert "a red square" in page.text_content("#status")
@@ -151,9 +152,7 @@ def test_a_slow_answer_to_an_older_search_never_replaces_a_newer_one(page, live_
 
 
 def test_a_bad_upload_shows_the_servers_message_and_clears_the_old_results(page, live_server):
-    page.select_option("#modality", "image")
-    page.fill("#query", "a yellow sun")
-    page.press("#query", "Enter")
+    type_search(page, "a yellow sun", modality="image")
     page.wait_for_function("document.querySelector('#status').textContent.includes('results for')")
     assert card_ids(page)
     page.set_input_files("#file", files=[{"name": "notes.jpg", "mimeType": "image/jpeg",
@@ -169,8 +168,7 @@ def test_a_text_query_under_everything_shows_pictures_and_sounds_in_the_first_20
     "everything" ranks by the calibrated score, which the cards show and draw."""
     tab = open_tab(browser, gap_server)
     assert not tab.is_visible("#legend")
-    tab.fill("#query", "a dog barking")
-    tab.press("#query", "Enter")
+    type_search(tab, "a dog barking")
     tab.wait_for_function("document.querySelector('#status').textContent.includes('20 results')")
     shown = tab.locator("#results .result").evaluate_all(
         "cards => cards.map(c => c.dataset.modality)")
@@ -181,9 +179,7 @@ def test_a_text_query_under_everything_shows_pictures_and_sounds_in_the_first_20
 
 def test_an_audio_result_shows_a_spectrogram_its_label_its_file_and_duration(browser, gap_server):
     tab = open_tab(browser, gap_server)
-    tab.select_option("#modality", "audio")
-    tab.fill("#query", "a siren passing")
-    tab.press("#query", "Enter")
+    type_search(tab, "a siren passing", modality="audio")
     tab.wait_for_function("document.querySelector('#status').textContent.includes('results for')")
     first = tab.locator("#results .result").first
     spectrogram = first.locator("img.spectrogram")
@@ -225,8 +221,7 @@ def test_results_export_as_json_and_csv(browser, gap_server):
 
     tab = open_tab(browser, gap_server)
     assert not tab.is_visible("#export")
-    tab.fill("#query", "rain on a roof")
-    tab.press("#query", "Enter")
+    type_search(tab, "rain on a roof")
     tab.wait_for_function("document.querySelector('#status').textContent.includes('20 results')")
     with tab.expect_download() as downloaded:
         tab.click("#export-json")
@@ -259,9 +254,7 @@ def test_the_page_asks_for_the_token_once_and_keeps_it_for_the_session(browser, 
         tab.press("#token", "Enter")
         tab.wait_for_function("document.querySelector('#modality').options.length > 1")
         assert not tab.is_visible("#token-form")
-        tab.select_option("#modality", "image")
-        tab.fill("#query", "a blue sky")
-        tab.press("#query", "Enter")
+        type_search(tab, "a blue sky", modality="image")
         tab.wait_for_function("document.querySelector('#status').textContent.includes('8 results')")
         tab.wait_for_function("[...document.querySelectorAll('#results img')]"
                               ".every(img => img.complete && img.naturalWidth > 0)")
