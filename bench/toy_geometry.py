@@ -42,7 +42,6 @@ FRAMES = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 225),
 CORNERS = {"top left": (2, 2), "top right": (52, 2), "bottom left": (2, 52),
            "bottom right": (52, 52)}
 GLYPHS = ("dot", "plus", "bar", "box", "wedge")
-FIRST_CONCEPTS: list[str] = []  # each generated pair's first concept, in order (--hard-batches)
 
 
 def draw_glyph(draw: ImageDraw.ImageDraw, kind: str, x: int, y: int, side: int = 9) -> None:
@@ -114,10 +113,11 @@ def recoloured_concepts(count: int) -> list:
 
 
 def make_pairs(seed: int, count: int, factors: set[str], out: Path, concepts: list
-               ) -> tuple[list[str], list[str]]:
-    """``count`` (image path, caption) pairs drawn like the world's CLIP split."""
+               ) -> tuple[list[str], list[str], list[str]]:
+    """``count`` (image path, caption) pairs drawn like the world's CLIP split, and each pair's
+    first concept (for --hard-batches)."""
     out.mkdir(parents=True, exist_ok=True)
-    paths, captions = [], []
+    paths, captions, first_concepts = [], [], []
     for index in range(count):
         rng = np.random.default_rng([seed, index])
         objects = [concepts[i] for i in rng.permutation(len(concepts))[:int(rng.integers(1, 4))]]
@@ -128,8 +128,8 @@ def make_pairs(seed: int, count: int, factors: set[str], out: Path, concepts: li
         image.save(path, compress_level=1)
         paths.append(str(path))
         captions.append(" ".join([caption, *phrases]))
-        FIRST_CONCEPTS.append(objects[0].name)
-    return paths, captions
+        first_concepts.append(objects[0].name)
+    return paths, captions, first_concepts
 
 
 def grouped_order(first_concepts: list[str], batch_size: int):
@@ -200,9 +200,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         concepts = recoloured_concepts(args.palette) if args.palette else list(CONCEPTS)
-        train = make_pairs(0, args.train, factors, root / "train", concepts)
-        first_concepts = list(FIRST_CONCEPTS)
-        test = make_pairs(1, args.test, factors, root / "test", concepts)
+        *train, first_concepts = make_pairs(0, args.train, factors, root / "train", concepts)
+        *test, _ = make_pairs(1, args.test, factors, root / "test", concepts)
         directory = build_toy_clip(root / "clip", world_words(train[1] + test[1]), image_size=64)
         space = load_space(f"clip:{directory}", device="cpu")
         media, text = _collate_all(space, "image", train[0]), _collate_all(space, "text", train[1])
