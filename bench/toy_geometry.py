@@ -13,6 +13,14 @@ text R@1 as a sanity check of what was learned. docs/regimes.md holds the table 
     python bench/toy_geometry.py --width 256 --epochs 30         # 4x wider towers (~10 min)
     python bench/toy_geometry.py --palette 48 --epochs 30        # concepts in 48 colours, not 11
     python bench/toy_geometry.py --factors frame,bg,badge --hard-batches   # same-concept batches
+    python bench/toy_geometry.py --world grid --grid 4 --values 11   # 16 captioned cell colours
+    python bench/toy_geometry.py --world grid --glyphs --values 5    # 9 cells of 5 glyphs
+
+``--world grid`` replaces the world's pictures by the easiest many-factor data we could think
+of: a G x G grid of cells, each in one of V colours drawn independently, and a caption naming
+every cell ("alpha red beta blue ..."), so G*G independent factors, all captioned, all cheap to
+see. It asks whether more captioned factors give more directions when the towers do learn them.
+Each run also prints the top eigenvalues of the held-out rows (share of variance, %).
 """
 
 from __future__ import annotations
@@ -148,6 +156,62 @@ def grouped_order(first_concepts: list[str], batch_size: int):
     return order
 
 
+CELL_WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota",
+              "kappa", "lambda", "mu", "nu", "xi", "omicron", "pi", "rho", "sigma", "tau",
+              "upsilon", "phi", "chi", "psi", "omega", "aleph")
+
+
+def grid_board(cells: np.ndarray, grid: int, glyphs: bool) -> np.ndarray:
+    """A 64 x 64 board: cell i filled with world colour ``cells[i]``, or (``glyphs``) a white
+    glyph ``GLYPHS[cells[i]]`` drawn on black."""
+    from cmcr.world.concepts import COLOURS
+
+    side = 64 // grid
+    image = Image.new("RGB", (64, 64), (0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    for cell, value in enumerate(cells):
+        row, column = divmod(cell, grid)
+        if glyphs:
+            draw_glyph(draw, GLYPHS[value], column * side + 2, row * side + 2, side - 5)
+        else:
+            draw.rectangle((column * side, row * side, (column + 1) * side - 1,
+                            (row + 1) * side - 1), fill=list(COLOURS.values())[value])
+    return np.asarray(image, np.int32)
+
+
+def make_grid_pairs(seed: int, count: int, grid: int, values: int, out: Path, glyphs: bool = False
+                    ) -> tuple[list[str], list[str], list[str]]:
+    """``count`` (image, caption) pairs of a ``grid`` x ``grid`` board whose cells take one of
+    ``values`` world colours (or glyphs) independently, pixel noise +-20; the caption names every
+    cell by a word of its own and its colour. The third list (first cell's value) is for
+    --hard-batches."""
+    from cmcr.world.concepts import COLOURS
+
+    names = list(GLYPHS if glyphs else COLOURS)[:values]
+    if grid * grid > len(CELL_WORDS) or not 2 <= values <= len(names) or len(names) < values:
+        raise SystemExit(f"--grid at most 5 and --values 2..{len(GLYPHS if glyphs else COLOURS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    paths, captions, first = [], [], []
+    for index in range(count):
+        rng = np.random.default_rng([seed, index])
+        cells = rng.integers(values, size=grid * grid)
+        pixels = grid_board(cells, grid, glyphs) + rng.integers(-20, 21, size=(64, 64, 3))
+        path = out / f"{index:05d}.png"
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, compress_level=1)
+        paths.append(str(path))
+        captions.append(" ".join(f"{CELL_WORDS[c]} {names[v]}" for c, v in enumerate(cells)))
+        first.append(names[cells[0]])
+    return paths, captions, first
+
+
+def spectrum(rows: np.ndarray, top: int = 12) -> list[float]:
+    """The largest eigenvalues of the unit rows' covariance, as % of the total variance."""
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    centred = unit - unit.mean(axis=0)
+    eigenvalues = np.sort(np.linalg.eigvalsh(centred.T @ centred))[::-1]
+    return [round(float(v), 1) for v in 100 * eigenvalues[:top] / eigenvalues.sum()]
+
+
 def measure(directory: Path, images: list[str], captions: list[str]) -> dict[str, float]:
     """Geometry of the held-out pairs through the trained space, and image -> text R@1."""
     space = load_space(f"clip:{directory}", device="cpu")
@@ -157,20 +221,24 @@ def measure(directory: Path, images: list[str], captions: list[str]) -> dict[str
     result = {key: round(float(geometry[key]), 3) for key in
               ("effective_dim", "modality_gap", "gap_stability", "matched_cosine", "within_cosine")}
     result["effective_dim_text"] = round(effective_dim(text_rows), 1)
+    result["image_spectrum_pct"] = spectrum(image_rows)
     similarity = torch.tensor(image_rows) @ torch.tensor(text_rows).T
     result["i2t_r1"] = round(float((similarity.argmax(1) == torch.arange(len(images))).float()
                                    .mean()), 3)
     return result
 
 
-def widen(width: int) -> None:
-    """Make build_toy_clip's towers ``width`` wide (hidden size; MLP twice that)."""
+def reshape_towers(width: int = 0, context: int = 0) -> None:
+    """Make build_toy_clip's towers ``width`` wide (hidden size; MLP twice that) and its text
+    tower read ``context`` tokens; 0 keeps the toy's own."""
     transformers = _transformers()
     original = transformers.CLIPConfig
 
     def config(text_config: dict, vision_config: dict, projection_dim: int):
-        for tower in (text_config, vision_config):
+        for tower in (text_config, vision_config) if width else ():
             tower.update(hidden_size=width, intermediate_size=2 * width)
+        if context:
+            text_config.update(max_position_embeddings=context)
         return original(text_config=text_config, vision_config=vision_config,
                         projection_dim=projection_dim)
 
@@ -193,15 +261,27 @@ def main() -> None:
                         help="batches of pairs that share their first concept (hard negatives)")
     parser.add_argument("--palette", type=int, default=0,
                         help="recolour the concepts from this many colours (default: the world's 11)")
+    parser.add_argument("--world", choices=("concepts", "grid"), default="concepts",
+                        help="the world's pictures and look captions, or a grid of coloured cells")
+    parser.add_argument("--grid", type=int, default=3, help="--world grid: cells a side (2-5)")
+    parser.add_argument("--values", type=int, default=11, help="--world grid: colours a cell takes")
+    parser.add_argument("--glyphs", action="store_true",
+                        help="--world grid: cells hold one of 5 white glyphs on black, not colours")
     args = parser.parse_args()
     factors = set(filter(None, args.factors.split(",")))
-    if args.width:
-        widen(args.width)
+    # a grid caption is two words a cell; the toy text tower reads 32 tokens
+    reshape_towers(args.width, 2 * args.grid ** 2 + 8 if args.world == "grid" else 0)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        concepts = recoloured_concepts(args.palette) if args.palette else list(CONCEPTS)
-        *train, first_concepts = make_pairs(0, args.train, factors, root / "train", concepts)
-        *test, _ = make_pairs(1, args.test, factors, root / "test", concepts)
+        if args.world == "grid":
+            *train, first_concepts = make_grid_pairs(0, args.train, args.grid, args.values,
+                                                     root / "train", args.glyphs)
+            *test, _ = make_grid_pairs(1, args.test, args.grid, args.values, root / "test",
+                                       args.glyphs)
+        else:
+            concepts = recoloured_concepts(args.palette) if args.palette else list(CONCEPTS)
+            *train, first_concepts = make_pairs(0, args.train, factors, root / "train", concepts)
+            *test, _ = make_pairs(1, args.test, factors, root / "test", concepts)
         directory = build_toy_clip(root / "clip", world_words(train[1] + test[1]), image_size=64)
         space = load_space(f"clip:{directory}", device="cpu")
         media, text = _collate_all(space, "image", train[0]), _collate_all(space, "text", train[1])
