@@ -26,10 +26,12 @@ Each run also prints the top eigenvalues of the held-out rows (share of variance
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -228,9 +230,10 @@ def measure(directory: Path, images: list[str], captions: list[str]) -> dict[str
     return result
 
 
-def reshape_towers(width: int = 0, context: int = 0) -> None:
-    """Make build_toy_clip's towers ``width`` wide (hidden size; MLP twice that) and its text
-    tower read ``context`` tokens; 0 keeps the toy's own."""
+@contextlib.contextmanager
+def reshaped_towers(width: int = 0, context: int = 0) -> Iterator[None]:
+    """While open, build_toy_clip makes towers ``width`` wide (hidden size; MLP twice that)
+    whose text tower reads ``context`` tokens; 0 keeps the toy's own."""
     transformers = _transformers()
     original = transformers.CLIPConfig
 
@@ -243,6 +246,10 @@ def reshape_towers(width: int = 0, context: int = 0) -> None:
                         projection_dim=projection_dim)
 
     transformers.CLIPConfig = config
+    try:
+        yield
+    finally:
+        transformers.CLIPConfig = original
 
 
 def main() -> None:
@@ -269,8 +276,6 @@ def main() -> None:
                         help="--world grid: cells hold one of 5 white glyphs on black, not colours")
     args = parser.parse_args()
     factors = set(filter(None, args.factors.split(",")))
-    # a grid caption is two words a cell; the toy text tower reads 32 tokens
-    reshape_towers(args.width, 2 * args.grid ** 2 + 8 if args.world == "grid" else 0)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         if args.world == "grid":
@@ -282,7 +287,10 @@ def main() -> None:
             concepts = recoloured_concepts(args.palette) if args.palette else list(CONCEPTS)
             *train, first_concepts = make_pairs(0, args.train, factors, root / "train", concepts)
             *test, _ = make_pairs(1, args.test, factors, root / "test", concepts)
-        directory = build_toy_clip(root / "clip", world_words(train[1] + test[1]), image_size=64)
+        # a grid caption is two words a cell; the toy text tower reads 32 tokens
+        context = 2 * args.grid ** 2 + 8 if args.world == "grid" else 0
+        with reshaped_towers(args.width, context):
+            directory = build_toy_clip(root / "clip", world_words(train[1] + test[1]), 64)
         space = load_space(f"clip:{directory}", device="cpu")
         media, text = _collate_all(space, "image", train[0]), _collate_all(space, "text", train[1])
         with quiet_transformers():
