@@ -38,13 +38,13 @@ import torch
 from PIL import Image, ImageDraw
 
 from cmcr.spaces import load_space
-from cmcr.spaces.base import quiet_transformers
+from cmcr.spaces.base import quiet_transformers, require_transformers
 from cmcr.spaces.geometry import effective_dim, space_geometry
 from cmcr.world.captions import look_caption
 from cmcr.world.concepts import CONCEPTS
 from cmcr.world.render import render_image
-from cmcr.world.toy_spaces import (ToyTraining, _collate_all, _contrastive_training,
-                                   _transformers, build_toy_clip, world_words)
+from cmcr.world.toy_spaces import (ToyTraining, build_toy_clip, collate_all, contrastive_training,
+                                   world_words)
 
 FRAMES = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 225),
           "yellow": (240, 225, 40), "purple": (140, 50, 190), "orange": (250, 140, 20),
@@ -234,7 +234,7 @@ def measure(directory: Path, images: list[str], captions: list[str]) -> dict[str
 def reshaped_towers(width: int = 0, context: int = 0) -> Iterator[None]:
     """While open, build_toy_clip makes towers ``width`` wide (hidden size; MLP twice that)
     whose text tower reads ``context`` tokens; 0 keeps the toy's own."""
-    transformers = _transformers()
+    transformers = require_transformers()
     original = transformers.CLIPConfig
 
     def config(text_config: dict, vision_config: dict, projection_dim: int):
@@ -292,14 +292,14 @@ def main() -> None:
         with reshaped_towers(args.width, context):
             directory = build_toy_clip(root / "clip", world_words(train[1] + test[1]), 64)
         space = load_space(f"clip:{directory}", device="cpu")
-        media, text = _collate_all(space, "image", train[0]), _collate_all(space, "text", train[1])
+        media, text = collate_all(space, "image", train[0]), collate_all(space, "text", train[1])
         with quiet_transformers():
-            model = _transformers().CLIPModel.from_pretrained(directory)
+            model = require_transformers().CLIPModel.from_pretrained(directory)
         training = ToyTraining(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                weight_decay=args.weight_decay, logit_scale=args.scale or None)
         start = time.perf_counter()
         order = grouped_order(first_concepts, args.batch_size) if args.hard_batches else None
-        _contrastive_training(model, media, text, training, True, "training toy CLIP", order)
+        contrastive_training(model, media, text, training, True, "training toy CLIP", order)
         seconds = round(time.perf_counter() - start)
         with quiet_transformers():
             model.save_pretrained(directory)

@@ -20,8 +20,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from cmcr.errors import MissingDependencyError
-from cmcr.spaces.base import quiet_transformers
+from cmcr.spaces.base import quiet_transformers, require_transformers
 from cmcr.spaces.clip import clip_image_processor
 from cmcr.spaces.tokenizer import write_bpe_files
 
@@ -50,19 +49,10 @@ def packaged_space_dir(kind: str) -> Path:
     return Path(str(resources.files("cmcr.world") / "weights" / f"toy-{kind}"))
 
 
-def _transformers():
-    try:
-        import transformers
-    except ImportError:
-        raise MissingDependencyError("the built-in world's spaces need transformers: "
-                                     "pip install transformers") from None
-    return transformers
-
-
 def build_toy_clip(directory: str | Path, words: Sequence[str], image_size: int = 64,
                    seed: int = 0) -> Path:
     """A random-init tiny CLIPModel (ViT 8-px patches, joint dim 512) + CLIPProcessor in ``directory``."""
-    transformers = _transformers()
+    transformers = require_transformers()
     directory = write_bpe_files(directory, words, style="clip")
     tokenizer = transformers.CLIPTokenizer(str(directory / "vocab.json"),
                                            str(directory / "merges.txt"))
@@ -85,7 +75,7 @@ def build_toy_clip(directory: str | Path, words: Sequence[str], image_size: int 
 
 def build_toy_clap(directory: str | Path, words: Sequence[str], seed: int = 0) -> Path:
     """A random-init tiny ClapModel (HTSAT-like, 32 mel bins, 4 s at 16 kHz, joint dim 512)."""
-    transformers = _transformers()
+    transformers = require_transformers()
     directory = write_bpe_files(directory, words, style="roberta")
     tokenizer = transformers.RobertaTokenizer(str(directory / "vocab.json"),
                                               str(directory / "merges.txt"))
@@ -110,8 +100,8 @@ def build_toy_clap(directory: str | Path, words: Sequence[str], seed: int = 0) -
     return directory
 
 
-def _collate_all(space: Any, modality: str, items: Sequence[Any], chunk: int = 256
-                 ) -> dict[str, torch.Tensor]:
+def collate_all(space: Any, modality: str, items: Sequence[Any], chunk: int = 256
+                ) -> dict[str, torch.Tensor]:
     """Preprocess every item once, through the space's own preprocessor (the demo's code path)."""
     preprocessor = space.preprocessor(modality)
     parts = [preprocessor.collate([preprocessor.prepare(i) for i in items[s:s + chunk]])
@@ -136,15 +126,15 @@ def train_toy_space(kind: str, directory: str | Path, media: Sequence[Any], capt
     from cmcr.spaces import load_space
 
     training = training or ToyTraining()
-    transformers = _transformers()
+    transformers = require_transformers()
     modality = "image" if kind == "clip" else "audio"
     space = load_space(f"{kind}:{directory}", device="cpu")
-    media_inputs = _collate_all(space, modality, list(media))
-    text_inputs = _collate_all(space, "text", list(captions))
+    media_inputs = collate_all(space, modality, list(media))
+    text_inputs = collate_all(space, "text", list(captions))
     model_class = transformers.CLIPModel if kind == "clip" else transformers.ClapModel
     with quiet_transformers():
         model = model_class.from_pretrained(directory)
-    losses = _contrastive_training(model, media_inputs, text_inputs, training, progress,
+    losses = contrastive_training(model, media_inputs, text_inputs, training, progress,
                                    f"training toy {kind.upper()}")
     with quiet_transformers():
         model.save_pretrained(directory)
@@ -154,9 +144,9 @@ def train_toy_space(kind: str, directory: str | Path, media: Sequence[Any], capt
     return record
 
 
-def _contrastive_training(model: torch.nn.Module, media: dict[str, torch.Tensor],
-                          text: dict[str, torch.Tensor], training: ToyTraining, progress: bool,
-                          description: str, order: Any = None) -> list[float]:
+def contrastive_training(model: torch.nn.Module, media: dict[str, torch.Tensor],
+                         text: dict[str, torch.Tensor], training: ToyTraining, progress: bool,
+                         description: str, order: Any = None) -> list[float]:
     """CLIP-style symmetric InfoNCE via the model's own ``return_loss``; returns epoch losses.
     ``order(count, generator)`` gives each epoch's order of the pairs (default: a random
     permutation; bench/toy_geometry.py batches same-concept pairs together with it)."""
@@ -193,8 +183,6 @@ def _contrastive_training(model: torch.nn.Module, media: dict[str, torch.Tensor]
     bar.close()
     model.eval()
     return losses
-
-
 
 
 def _random_order(count: int, generator: torch.Generator) -> torch.Tensor:
