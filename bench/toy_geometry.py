@@ -189,9 +189,10 @@ def make_grid_pairs(seed: int, count: int, grid: int, values: int, out: Path, gl
     --hard-batches."""
     from cmcr.world.concepts import COLOURS
 
-    names = list(GLYPHS if glyphs else COLOURS)[:values]
-    if grid * grid > len(CELL_WORDS) or not 2 <= values <= len(names) or len(names) < values:
-        raise SystemExit(f"--grid at most 5 and --values 2..{len(GLYPHS if glyphs else COLOURS)}")
+    choices = list(GLYPHS if glyphs else COLOURS)
+    if not 2 <= grid <= 5 or not 2 <= values <= len(choices):
+        raise SystemExit(f"--grid takes 2..5 and --values 2..{len(choices)}")
+    names = choices[:values]
     out.mkdir(parents=True, exist_ok=True)
     paths, captions, first = [], [], []
     for index in range(count):
