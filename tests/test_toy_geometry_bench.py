@@ -6,6 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+from cmcr.world.concepts import COLOURS
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "toy_geometry.py"
 
 
@@ -24,29 +29,22 @@ def test_the_toy_geometry_bench_runs_and_reports_the_geometry():
     assert 1.0 <= result["effective_dim"] <= 512 and 0.0 <= result["i2t_r1"] <= 1.0
 
 
-def test_the_grid_world_draws_what_its_captions_name():
+def test_the_grid_world_draws_what_its_captions_name(tmp_path):
     sys.path.insert(0, str(BENCH.parent))
     try:
         from toy_geometry import CELL_WORDS, GLYPHS, grid_board, make_grid_pairs
     finally:
         sys.path.remove(str(BENCH.parent))
-    import tempfile
 
-    import numpy as np
-    from PIL import Image
-
-    from cmcr.world.concepts import COLOURS
-
-    with tempfile.TemporaryDirectory() as scratch:
-        paths, captions, first = make_grid_pairs(3, 4, 2, 4, Path(scratch))
-        for path, caption, first_value in zip(paths, captions, first):
-            words = caption.split()
-            assert words[0::2] == list(CELL_WORDS[:4]) and words[1] == first_value
-            pixels = np.asarray(Image.open(path), np.int32)
-            for cell, name in enumerate(words[1::2]):  # each cell's centre is its named colour
-                row, column = divmod(cell, 2)
-                centre = pixels[row * 32 + 16, column * 32 + 16]
-                assert np.abs(centre - np.array(COLOURS[name])).max() <= 20, (caption, cell)
+    paths, captions, first = make_grid_pairs(3, 4, 2, 4, tmp_path)
+    for path, caption, first_value in zip(paths, captions, first):
+        words = caption.split()
+        assert words[0::2] == list(CELL_WORDS[:4]) and words[1] == first_value
+        pixels = np.asarray(Image.open(path), np.int32)
+        for cell, name in enumerate(words[1::2]):  # each cell's centre is its named colour
+            row, column = divmod(cell, 2)
+            centre = pixels[row * 32 + 16, column * 32 + 16]
+            assert np.abs(centre - np.array(COLOURS[name])).max() <= 20, (caption, cell)
     glyph_boards = [grid_board(np.array([value] * 4), 2, glyphs=True) for value in range(5)]
     assert len({board.tobytes() for board in glyph_boards}) == len(GLYPHS)
 

@@ -135,7 +135,7 @@ def train_toy_space(kind: str, directory: str | Path, media: Sequence[Any], capt
     with quiet_transformers():
         model = model_class.from_pretrained(directory)
     losses = contrastive_training(model, media_inputs, text_inputs, training, progress,
-                                   f"training toy {kind.upper()}")
+                                  f"training toy {kind.upper()}")
     with quiet_transformers():
         model.save_pretrained(directory)
     record = {"kind": kind, "pairs": len(captions), "training": asdict(training),
