@@ -19,7 +19,7 @@ import numpy as np
 
 from cmcr.errors import InputError
 from cmcr.serve.query import (AUDIO_FORMATS, IMAGE_FORMATS, UploadLimitError, UploadLimits,
-                              check_image_header)
+                              check_image_header, image_header)
 
 MAX_THUMBNAIL = 1024
 THUMBNAIL_CACHE = 1024
@@ -108,20 +108,11 @@ def jpeg(image: object) -> bytes:
 def thumbnail(path: str, size: int, limits: UploadLimits = UploadLimits()) -> bytes:
     """An image file as a JPEG at most ``size`` pixels wide and high (decoded by cmcr's protocol),
     refused from its header when its pixels or aspect ratio are over the upload limits."""
-    from PIL import Image
-
     from cmcr.data.processing import load_image
 
-    try:
-        with Image.open(path) as header:
-            dimensions = header.size
-    except Image.DecompressionBombError:
-        raise UploadLimitError(f"{Path(path).name}: over PIL's decompression-bomb limit; no "
-                               "thumbnail is drawn") from None
-    except (OSError, ValueError, SyntaxError):
-        dimensions = None  # not a still image (a video frame): load_image decides
-    if dimensions is not None:
-        check_image_header(dimensions, Path(path).name, limits)
+    header = image_header(path, Path(path).name)
+    if header is not None:  # None: not a still image (a video frame); load_image decides
+        check_image_header(header[1], Path(path).name, limits)
     image = load_image(path)
     image.thumbnail((size, size))
     return jpeg(image)

@@ -64,12 +64,15 @@ def sniff_upload(data: bytes, filename: str,
     return modality, suffix
 
 
-def _sniff_image(data: bytes, label: str) -> tuple[str, str, str, Any] | None:
+def image_header(source: Any, label: str) -> tuple[str | None, tuple[int, int]] | None:
+    """(format, (width, height)) from an image's header (a path or a binary stream), nothing
+    decoded; None when PIL cannot open it as an image. PIL's decompression-bomb refusal is an
+    UploadLimitError naming ``label``."""
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            file_format, size = image.format, image.size
+        with Image.open(source) as image:
+            return image.format, image.size
     except Image.DecompressionBombError as err:  # PIL's own bound, met before ours when raised
         pixels = re.search(r"\((\d+) pixels\)", str(err))
         shown = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
@@ -77,8 +80,13 @@ def _sniff_image(data: bytes, label: str) -> tuple[str, str, str, Any] | None:
                                "limit; it is not decoded") from None
     except (OSError, ValueError, SyntaxError):
         return None
-    if file_format not in IMAGE_FORMATS:
+
+
+def _sniff_image(data: bytes, label: str) -> tuple[str, str, str, Any] | None:
+    header = image_header(io.BytesIO(data), label)
+    if header is None or header[0] not in IMAGE_FORMATS:
         return None
+    file_format, size = header
     return "image", IMAGE_FORMATS[file_format], file_format, size
 
 
