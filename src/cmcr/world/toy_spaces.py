@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -42,6 +42,10 @@ class ToyTraining:
     # learned from the models' own start (1/0.07), as the shipped spaces were trained. A high
     # fixed scale keeps the cone of initialisation (Liang et al. 2022): docs/regimes.md
     logit_scale: float | None = None
+
+
+# (pairs, generator) -> the order of the pairs for one epoch
+EpochOrder = Callable[[int, torch.Generator], torch.Tensor]
 
 
 def packaged_space_dir(kind: str) -> Path:
@@ -146,7 +150,7 @@ def train_toy_space(kind: str, directory: str | Path, media: Sequence[Any], capt
 
 def contrastive_training(model: torch.nn.Module, media: dict[str, torch.Tensor],
                          text: dict[str, torch.Tensor], training: ToyTraining, progress: bool,
-                         description: str, order: Any = None) -> list[float]:
+                         description: str, order: EpochOrder | None = None) -> list[float]:
     """CLIP-style symmetric InfoNCE via the model's own ``return_loss``; returns epoch losses.
     ``order(count, generator)`` gives each epoch's order of the pairs (default: a random
     permutation; bench/toy_geometry.py batches same-concept pairs together with it)."""
