@@ -41,7 +41,7 @@ from cmcr.spaces import load_space
 from cmcr.spaces.base import quiet_transformers, require_transformers
 from cmcr.spaces.geometry import effective_dim, space_geometry
 from cmcr.world.captions import look_caption
-from cmcr.world.concepts import CONCEPTS
+from cmcr.world.concepts import COLOURS, CONCEPTS
 from cmcr.world.render import render_image
 from cmcr.world.toy_spaces import (ToyTraining, build_toy_clip, collate_all, contrastive_training,
                                    world_words)
@@ -166,8 +166,6 @@ CELL_WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "thet
 def grid_board(cells: np.ndarray, grid: int, glyphs: bool) -> np.ndarray:
     """A 64 x 64 board: cell i filled with world colour ``cells[i]``, or (``glyphs``) a white
     glyph ``GLYPHS[cells[i]]`` drawn on black."""
-    from cmcr.world.concepts import COLOURS
-
     side = 64 // grid
     image = Image.new("RGB", (64, 64), (0, 0, 0))
     draw = ImageDraw.Draw(image)
@@ -187,8 +185,6 @@ def make_grid_pairs(seed: int, count: int, grid: int, values: int, out: Path, gl
     ``values`` world colours (or glyphs) independently, pixel noise +-20; the caption names every
     cell by a word of its own and its colour. The third list (first cell's value) is for
     --hard-batches."""
-    from cmcr.world.concepts import COLOURS
-
     choices = list(GLYPHS if glyphs else COLOURS)
     if not 2 <= grid <= 5 or not 2 <= values <= len(choices):
         raise SystemExit(f"--grid takes 2..5 and --values 2..{len(choices)}")
